@@ -1,0 +1,108 @@
+# Shared helpers for the local service scripts (sourced, never run).
+# Layout:
+#   $KB_CACHE_DIR/<service>-<version>/   downloaded artifacts (jars), kept between runs and clones
+#   $KB_LOCAL_DIR/<service>/{data,logs}  per-checkout state; <service>.pid beside them
+set -euo pipefail
+
+KB_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+KB_CACHE_DIR="${KB_CACHE_DIR:-$HOME/.cache/kb-platform}"
+KB_LOCAL_DIR="${KB_LOCAL_DIR:-$KB_REPO_ROOT/.kb-local}"
+export KB_REPO_ROOT KB_CACHE_DIR KB_LOCAL_DIR
+
+log() { printf '[%s] %s\n' "${KB_SERVICE:-local}" "$*" >&2; }
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+
+# True while the process exists and is not a zombie (an exited child nobody has reaped yet).
+alive() {
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || echo X)"
+  [[ "$state" != Z && "$state" != X ]]
+}
+
+service_dir() { echo "$KB_LOCAL_DIR/$1"; }
+pid_file() { echo "$KB_LOCAL_DIR/$1/$1.pid"; }
+
+# Prints the pid of a running service (from its pid file), or nothing.
+running_pid() {
+  local f pid
+  f="$(pid_file "$1")"
+  [[ -f "$f" ]] || return 0
+  pid="$(cat "$f")"
+  if [[ -n "$pid" ]] && alive "$pid"; then echo "$pid"; fi
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Fails with a message naming the log when something else already listens on the port.
+require_free_port() {
+  local port="$1" logfile="$2"
+  if port_in_use "$port"; then
+    die "port $port on 127.0.0.1 is already in use by another process (not started by kb-platform); free it or set the port variable. Log: $logfile"
+  fi
+}
+
+# wait_until <seconds> <pid> <logfile> <command...>: polls the command until it succeeds;
+# fails early if the process dies, naming the log and showing its tail.
+wait_until() {
+  local timeout="$1" pid="$2" logfile="$3"
+  shift 3
+  local deadline=$((SECONDS + timeout))
+  while ((SECONDS < deadline)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    if ! alive "$pid"; then
+      log "process $pid exited during start-up; last lines of $logfile:"
+      tail -n 30 "$logfile" >&2 || true
+      die "${KB_SERVICE:-service} crashed on start; full log: $logfile"
+    fi
+    sleep 1
+  done
+  tail -n 30 "$logfile" >&2 || true
+  die "${KB_SERVICE:-service} not ready after ${timeout}s; log: $logfile"
+}
+
+# stop_service_pid <service> <seconds>: TERM, wait, then KILL the whole process group.
+stop_service_pid() {
+  local name="$1" grace="${2:-30}" pid
+  pid="$(running_pid "$name")"
+  if [[ -z "$pid" ]]; then
+    rm -f "$(pid_file "$name")"
+    log "not running"
+    return 0
+  fi
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + grace))
+  while alive "$pid" && ((SECONDS < deadline)); do sleep 1; done
+  if alive "$pid"; then
+    log "still alive after ${grace}s, sending KILL"
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$(pid_file "$name")"
+  log "stopped (pid $pid)"
+}
+
+# start_detached <service> <logfile> <command...>: runs the command in its own session
+# (so `down` can kill the whole group) and records its pid.
+start_detached() {
+  local name="$1" logfile="$2"
+  shift 2
+  mkdir -p "$(dirname "$logfile")"
+  setsid "$@" >>"$logfile" 2>&1 </dev/null &
+  echo $! >"$(pid_file "$name")"
+}
+
+# Resolves Maven artifacts (and their runtime dependencies) into a folder with the
+# machine's Maven, using the pom beside the calling script. Skips work when the folder is complete.
+maven_fetch() {
+  local pom="$1" dest="$2"
+  if [[ -f "$dest/.complete" ]]; then return 0; fi
+  command -v mvn >/dev/null || die "mvn not found; install Maven (apt-get install maven)"
+  mkdir -p "$dest"
+  log "resolving $(basename "$(dirname "$pom")") artifacts from Maven Central into $dest"
+  mvn -q -B -f "$pom" dependency:copy-dependencies \
+    -DoutputDirectory="$dest" -DincludeScope=runtime >&2
+  touch "$dest/.complete"
+}

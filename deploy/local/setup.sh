@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs everything the platform and its tests need on a fresh Debian machine:
+# system packages (Tesseract, PostgreSQL, JDK, Maven), the Python environment (.venv, via uv),
+# and the Kafka/Elasticsearch jars from Maven Central. Safe to run again: each step is cached.
+KB_SERVICE=setup
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+APT_PACKAGES=(
+  tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd # OCR + orientation/script detection
+  postgresql                                        # production-mode Dagster storage (tests)
+  openjdk-17-jre-headless maven                     # Kafka and Elasticsearch from Maven Central
+  espeak-ng                                         # spoken test samples for transcription
+  curl
+)
+PYTHON="${KB_PYTHON:-python3}"
+VENV="${KB_VENV:-$KB_REPO_ROOT/.venv}"
+
+install_system_packages() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if ((${#missing[@]} == 0)); then return 0; fi
+  log "installing system packages: ${missing[*]}"
+  local sudo=()
+  [[ "$(id -u)" == 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+install_python_env() {
+  local uv
+  uv="$(command -v uv || true)"
+  if [[ -z "$uv" ]]; then
+    "$PYTHON" -m pip install -q --user uv >&2
+    uv="$("$PYTHON" -c 'import site; print(site.USER_BASE)')/bin/uv"
+  fi
+  [[ -x "$VENV/bin/python" ]] || "$uv" venv -q -p "$PYTHON" "$VENV"
+  log "installing Python dependencies into $VENV (cached in ~/.cache/uv)"
+  "$uv" pip install -q -p "$VENV/bin/python" -e "$KB_REPO_ROOT[dev]"
+}
+
+main() {
+  local start=$SECONDS
+  install_system_packages
+  install_python_env
+  for svc in kafka elasticsearch postgres; do
+    bash "$KB_REPO_ROOT/deploy/local/$svc/$svc.sh" install
+  done
+  bash "$KB_REPO_ROOT/deploy/local/dagster/dagster.sh" install
+  log "setup done in $((SECONDS - start))s"
+}
+
+main "$@"

@@ -1,0 +1,48 @@
+"""Every setting of the platform, read once from the environment (prefix ``KB_``).
+
+Secrets are not read here: resources take them through ``dagster.EnvVar`` so they never land
+in run configuration or logs.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Environment(StrEnum):
+    LOCAL = "local"
+    PROD = "prod"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KB_", extra="ignore")
+
+    env: Environment = Environment.LOCAL
+
+    # services
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    elasticsearch_url: str = "http://127.0.0.1:9200"
+    elasticsearch_request_timeout_s: float = 30.0
+
+    # storage
+    data_dir: Path = REPO_ROOT / ".kb-data"
+    s3_bucket: str = "kb-platform"
+    s3_prefix: str = "assets"
+
+    # inputs: file:// URIs are only read inside these roots
+    corpus_dir: Path = REPO_ROOT.parent / "shared" / "corpus"
+    allowed_roots: list[Path] = Field(default_factory=lambda: [REPO_ROOT.parent / "shared"])
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

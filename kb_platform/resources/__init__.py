@@ -1,0 +1,41 @@
+"""Resources for each environment: local files and loopback services, or S3 and managed services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import EnvVar, FilesystemIOManager
+from dagster_aws.s3 import S3PickleIOManager, S3Resource
+
+from kb_platform.config import Environment, Settings
+from kb_platform.resources.elasticsearch import ElasticsearchResource
+from kb_platform.resources.kafka import KafkaResource
+
+
+def build_resources(settings: Settings) -> dict[str, Any]:
+    if settings.env is Environment.PROD:
+        return {
+            "io_manager": S3PickleIOManager(
+                s3_resource=S3Resource(), s3_bucket=settings.s3_bucket, s3_prefix=settings.s3_prefix
+            ),
+            "kafka": KafkaResource(
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                security_protocol=settings.kafka_security_protocol,
+                sasl_mechanism=settings.kafka_sasl_mechanism,
+                sasl_username=EnvVar("KB_KAFKA_SASL_USERNAME"),
+                sasl_password=EnvVar("KB_KAFKA_SASL_PASSWORD"),
+            ),
+            "elasticsearch": ElasticsearchResource(
+                url=settings.elasticsearch_url,
+                api_key=EnvVar("KB_ELASTICSEARCH_API_KEY"),
+                request_timeout_s=settings.elasticsearch_request_timeout_s,
+            ),
+        }
+    return {
+        "io_manager": FilesystemIOManager(base_dir=str(settings.data_dir / "assets")),
+        "kafka": KafkaResource(bootstrap_servers=settings.kafka_bootstrap_servers),
+        "elasticsearch": ElasticsearchResource(
+            url=settings.elasticsearch_url,
+            request_timeout_s=settings.elasticsearch_request_timeout_s,
+        ),
+    }

@@ -1,0 +1,41 @@
+"""Elasticsearch client resource: made when a step starts, closed when it ends."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource, InitResourceContext
+from elasticsearch import Elasticsearch
+from pydantic import Field, PrivateAttr
+
+
+class ElasticsearchResource(ConfigurableResource):
+    url: str = Field(description="http(s)://host:port of the cluster")
+    api_key: str | None = Field(default=None, description="pass as EnvVar; none on loopback")
+    request_timeout_s: float = 30.0
+    max_retries: int = 3
+
+    _client: Elasticsearch | None = PrivateAttr(default=None)
+
+    def make_client(self) -> Elasticsearch:
+        return Elasticsearch(
+            self.url,
+            api_key=self.api_key or None,
+            request_timeout=self.request_timeout_s,
+            max_retries=self.max_retries,
+            retry_on_timeout=True,
+        )
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._client = self.make_client()
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @property
+    def client(self) -> Elasticsearch:
+        if self._client is None:
+            raise RuntimeError(
+                "ElasticsearchResource used outside a run; call make_client() instead"
+            )
+        return self._client

@@ -1,0 +1,55 @@
+"""Kafka clients (confluent-kafka) configured in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from dagster import ConfigurableResource
+from pydantic import Field
+
+
+class KafkaResource(ConfigurableResource):
+    """Connection to the ingest broker; hands out producers, consumers and an admin client."""
+
+    bootstrap_servers: str = Field(description="host:port[,host:port...]")
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = Field(default=None, description="pass as EnvVar")
+    sasl_password: str | None = Field(default=None, description="pass as EnvVar")
+    client_id: str = "kb-platform"
+
+    def client_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username or ""
+            config["sasl.password"] = self.sasl_password or ""
+        return config
+
+    def producer(self, **overrides: Any) -> Producer:
+        # Idempotent producer: broker-side de-duplication of retried sends, acks from all replicas.
+        return Producer(
+            {**self.client_config(), "enable.idempotence": True, "acks": "all", **overrides}
+        )
+
+    def consumer(self, group_id: str, **overrides: Any) -> Consumer:
+        # Offsets are committed by hand, only after the work for a message is accounted for.
+        return Consumer(
+            {
+                **self.client_config(),
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                **overrides,
+            }
+        )
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self.client_config())
