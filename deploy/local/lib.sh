@@ -95,14 +95,21 @@ start_detached() {
 }
 
 # Resolves Maven artifacts (and their runtime dependencies) into a folder with the
-# machine's Maven, using the pom beside the calling script. Skips work when the folder is complete.
+# machine's Maven, using the given pom. Skips the work when the folder was filled from this
+# same pom (its checksum is kept in .complete), so editing the pom re-fetches.
 maven_fetch() {
-  local pom="$1" dest="$2"
-  if [[ -f "$dest/.complete" ]]; then return 0; fi
+  local pom="$1" dest="$2" sum
+  sum="$(sha256sum "$pom" | cut -d' ' -f1)"
+  if [[ -f "$dest/.complete" && "$(cat "$dest/.complete")" == "$sum" ]]; then return 0; fi
   command -v mvn >/dev/null || die "mvn not found; install Maven (apt-get install maven)"
+  rm -rf "$dest"
   mkdir -p "$dest"
   log "resolving $(basename "$(dirname "$pom")") artifacts from Maven Central into $dest"
-  mvn -q -B -f "$pom" dependency:copy-dependencies \
-    -DoutputDirectory="$dest" -DincludeScope=runtime >&2
-  touch "$dest/.complete"
+  local mvn_log="$dest.maven.log"
+  if ! mvn -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies \
+    -DoutputDirectory="$dest" -DincludeScope=runtime >"$mvn_log" 2>&1; then
+    tail -n 30 "$mvn_log" >&2
+    die "Maven could not resolve the artifacts of $pom; full log: $mvn_log"
+  fi
+  echo "$sum" >"$dest/.complete"
 }

@@ -9,7 +9,8 @@ from kb_platform.resources.kafka import KafkaResource
 
 
 def _create_topic(kafka: KafkaResource, name: str, partitions: int = 1) -> None:
-    futures = kafka.admin().create_topics([NewTopic(name, num_partitions=partitions)])
+    admin = kafka.admin()  # must outlive the future, or the request is cancelled
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions)])
     futures[name].result(timeout=30)
 
 
