@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 KB := $(VENV)/bin/kb-platform
+CORPUS ?= ../shared/corpus
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: setup up down status demo test lint format
@@ -21,6 +22,7 @@ status:
 
 # Everything on a fresh machine: install, start the stack and the Dagster UI, ingest the sample corpus.
 demo: up
+	$(KB) ingest $(CORPUS)/documents --wait
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import collections
 import logging
+import mimetypes
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 
-from kb_platform.config import REPO_ROOT
+from kb_platform.config import REPO_ROOT, get_settings
+from kb_platform.contracts import IngestMessage, Modality
 
 SERVICES: tuple[str, ...] = ("postgres", "kafka", "elasticsearch", "dagster")
 LOCAL_DEPLOY = REPO_ROOT / "deploy" / "local"
@@ -46,6 +51,83 @@ def services(action: str, names: tuple[str, ...]) -> None:
         verb = "not running" if action == "status" else f"failed to {action}"
         click.echo(f"{verb}: {', '.join(failures)}", err=True)
         sys.exit(3 if action == "status" else 1)
+
+
+def _declared_modality(path: Path) -> Modality:
+    """A first guess from the name; raw_documents decides from the content itself."""
+    mime = mimetypes.guess_type(path.name)[0] or ""
+    for prefix, modality in (("image/", Modality.IMAGE), ("audio/", Modality.AUDIO)):
+        if mime.startswith(prefix):
+            return modality
+    return Modality.TEXT if mime == "text/plain" else Modality.DOCUMENT
+
+
+def _files(paths: tuple[Path, ...]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        found += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return found
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--dagster-host", default="127.0.0.1", show_default=True)
+@click.option("--dagster-port", default=3000, show_default=True)
+@click.option("--wait/--no-wait", default=False, help="wait for the runs and print outcomes")
+@click.option("--timeout", default=3600.0, show_default=True, help="seconds to wait for runs")
+def ingest(
+    paths: tuple[Path, ...], dagster_host: str, dagster_port: int, wait: bool, timeout: float
+) -> None:
+    """Admit files (or folders) and launch one processing run per document, without Kafka."""
+    from dagster import DagsterInstance
+    from dagster_graphql import DagsterGraphQLClient
+
+    from kb_platform.errors import KbError
+    from kb_platform.intake import admit
+    from kb_platform.resources import build_resources
+    from kb_platform.runs import launch, register_partitions, wait_for
+
+    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))
+    settings = get_settings()
+    store = build_resources(settings)["blob_store"]
+    log = logging.getLogger("kb_platform.ingest")
+    admitted: dict[str, Path] = {}
+    rejected: collections.Counter[str] = collections.Counter()
+    for path in _files(paths):
+        message = IngestMessage(
+            source_id=str(path), uri=path.resolve().as_uri(), modality=_declared_modality(path)
+        )
+        try:
+            doc_id = admit(
+                message, store, allowed_roots=settings.allowed_roots, max_bytes=settings.max_bytes
+            )
+        except KbError as exc:
+            log.warning("not admitted: %s: %s", exc.error_class, exc)
+            rejected[exc.error_class] += 1
+            continue
+        admitted.setdefault(doc_id, path)
+    click.echo(
+        f"admitted {len(admitted)} documents, rejected {sum(rejected.values())} {dict(rejected)}"
+    )
+    if not admitted:
+        sys.exit(1 if rejected else 0)
+    with DagsterInstance.get() as instance:
+        register_partitions(instance, list(admitted))
+        client = DagsterGraphQLClient(dagster_host, port_number=dagster_port)
+        runs = {
+            doc_id: launch(client, doc_id, {"kb/source": path.name[:60]})
+            for doc_id, path in admitted.items()
+        }
+        click.echo(
+            f"launched {len(runs)} runs of process_documents on http://{dagster_host}:{dagster_port}"
+        )
+        if not wait:
+            return
+        outcomes = wait_for(instance, runs, timeout)
+    summary = collections.Counter(o.error_class or o.status for o in outcomes)
+    click.echo(f"outcomes: {dict(sorted(summary.items()))}")
+    if any(o.status == "UNFINISHED" for o in outcomes):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

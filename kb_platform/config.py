@@ -38,6 +38,20 @@ class Settings(BaseSettings):
     s3_bucket: str = "kb-platform"
     s3_prefix: str = "assets"
 
+    # processing limits (bytes, pages, pixels, audio seconds) and per-modality time limits
+    max_bytes: int = 200 * 1024 * 1024
+    max_pages: int = 1000
+    max_pixels: int = 90_000_000
+    max_audio_seconds: float = 4 * 3600
+    render_dpi: int = 100
+    ocr_dpi: int = 300
+    ocr_languages: str = "eng"
+    ocr_page_timeout_s: float = 60.0
+    timeout_text_s: float = 60.0
+    timeout_image_s: float = 300.0
+    timeout_document_s: float = 180.0
+    timeout_audio_s: float = 120.0
+
     # inputs: file:// URIs are only read inside these roots
     corpus_dir: Path = REPO_ROOT.parent / "shared" / "corpus"
     allowed_roots: list[Path] = Field(default_factory=lambda: [REPO_ROOT.parent / "shared"])

@@ -7,6 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 APT_PACKAGES=(
   tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd # OCR + orientation/script detection
+  libmagic1                                         # content type sniffing (python-magic)
   postgresql                                        # production-mode Dagster storage (tests)
   openjdk-17-jre-headless maven                     # Kafka and Elasticsearch from Maven Central
   espeak-ng                                         # spoken test samples for transcription

@@ -8,13 +8,18 @@ from dagster import EnvVar, FilesystemIOManager
 from dagster_aws.s3 import S3PickleIOManager, S3Resource
 
 from kb_platform.config import Environment, Settings
+from kb_platform.resources.blob_store import LocalBlobStore, S3BlobStore
 from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.kafka import KafkaResource
+from kb_platform.resources.processing import ProcessingResource
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:
+    processing = ProcessingResource.from_settings(settings)
     if settings.env is Environment.PROD:
         return {
+            "processing": processing,
+            "blob_store": S3BlobStore(s3=S3Resource(), bucket=settings.s3_bucket, prefix="blobs"),
             "io_manager": S3PickleIOManager(
                 s3_resource=S3Resource(), s3_bucket=settings.s3_bucket, s3_prefix=settings.s3_prefix
             ),
@@ -32,6 +37,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             ),
         }
     return {
+        "processing": processing,
+        "blob_store": LocalBlobStore(base_dir=str(settings.data_dir / "blobs")),
         "io_manager": FilesystemIOManager(base_dir=str(settings.data_dir / "assets")),
         "kafka": KafkaResource(bootstrap_servers=settings.kafka_bootstrap_servers),
         "elasticsearch": ElasticsearchResource(

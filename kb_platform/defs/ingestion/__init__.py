@@ -1,0 +1,10 @@
+"""Documents in: dynamic partitions by doc_id and the stored originals."""
+
+from dagster import Definitions
+
+from kb_platform.defs.ingestion.partitions import documents_partitions
+from kb_platform.defs.ingestion.raw_documents import raw_documents
+
+defs = Definitions(assets=[raw_documents])
+
+__all__ = ["defs", "documents_partitions", "raw_documents"]

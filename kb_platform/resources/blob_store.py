@@ -1,0 +1,85 @@
+"""Where original bytes, page renders and images are kept: a local folder or an S3 bucket."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from dagster_aws.s3 import S3Resource
+
+
+class BlobStore(ConfigurableResource):
+    """Key/value storage of bytes; keys are relative paths such as ``raw/<doc_id>``."""
+
+    def put(self, key: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def get(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def uri(self, key: str) -> str:
+        raise NotImplementedError
+
+
+class LocalBlobStore(BlobStore):
+    base_dir: str
+
+    def _path(self, key: str) -> Path:
+        base = Path(self.base_dir).resolve()
+        path = (base / key).resolve()
+        if not path.is_relative_to(base):
+            raise ValueError(f"blob key escapes the store: {key}")
+        return path
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename, so a reader never sees half a file.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+
+    def get(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+
+class S3BlobStore(BlobStore):
+    s3: S3Resource
+    bucket: str
+    prefix: str = "blobs"
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix.rstrip('/')}/{key}"
+
+    def put(self, key: str, data: bytes) -> None:
+        self.s3.get_client().put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get(self, key: str) -> bytes:
+        response = self.s3.get_client().get_object(Bucket=self.bucket, Key=self._key(key))
+        return response["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.s3.get_client().head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"

@@ -1,0 +1,51 @@
+"""Limits and time limits of document processing, as a resource so runs and tests can set them."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource
+
+from kb_platform.config import Settings
+from kb_platform.contracts import Modality
+from kb_platform.extraction.limits import Limits
+
+
+class ProcessingResource(ConfigurableResource):
+    max_bytes: int
+    max_pages: int
+    max_pixels: int
+    max_audio_seconds: float
+    render_dpi: int
+    ocr_dpi: int
+    ocr_languages: str
+    ocr_page_timeout_s: float
+    timeout_text_s: float
+    timeout_image_s: float
+    timeout_document_s: float
+    timeout_audio_s: float
+    allowed_roots: list[str]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProcessingResource:
+        fields = set(cls.model_fields) - {"allowed_roots"}
+        return cls(
+            **{name: getattr(settings, name) for name in fields},
+            allowed_roots=[str(root) for root in settings.allowed_roots],
+        )
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_bytes=self.max_bytes,
+            max_pages=self.max_pages,
+            max_pixels=self.max_pixels,
+            max_audio_seconds=self.max_audio_seconds,
+            render_dpi=self.render_dpi,
+            ocr_dpi=self.ocr_dpi,
+        )
+
+    def timeout_s(self, modality: Modality) -> float:
+        return {
+            Modality.TEXT: self.timeout_text_s,
+            Modality.IMAGE: self.timeout_image_s,
+            Modality.DOCUMENT: self.timeout_document_s,
+            Modality.AUDIO: self.timeout_audio_s,
+        }[modality]

@@ -1,0 +1,79 @@
+"""Launching document runs through a running Dagster (webserver + daemon) and waiting for them."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+
+from kb_platform.defs.ingestion.partitions import documents_partitions
+
+log = logging.getLogger(__name__)
+
+JOB = "process_documents"
+LOCATION = "kb_platform"
+REPOSITORY = "__repository__"
+TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    doc_id: str
+    run_id: str
+    status: str
+    error_class: str | None = None
+
+
+def register_partitions(instance: DagsterInstance, doc_ids: list[str]) -> None:
+    known = set(instance.get_dynamic_partitions(documents_partitions.name))
+    new = [d for d in dict.fromkeys(doc_ids) if d not in known]
+    if new:
+        instance.add_dynamic_partitions(documents_partitions.name, new)
+
+
+def launch(client: DagsterGraphQLClient, doc_id: str, tags: dict[str, str]) -> str:
+    return client.submit_job_execution(
+        JOB,
+        repository_location_name=LOCATION,
+        repository_name=REPOSITORY,
+        tags={"dagster/partition": doc_id, "kb/doc_id": doc_id, **tags},
+    )
+
+
+def failure_class(instance: DagsterInstance, run_id: str) -> str | None:
+    """The error class of the run's failed step (our typed errors carry it as metadata)."""
+    for record in instance.get_records_for_run(
+        run_id, of_type=DagsterEventType.STEP_FAILURE
+    ).records:
+        data = record.event_log_entry.dagster_event.step_failure_data
+        if data.user_failure_data and "error_class" in data.user_failure_data.metadata:
+            return str(data.user_failure_data.metadata["error_class"].value)
+        return data.error.cls_name if data.error else "unknown"
+    return None
+
+
+def wait_for(
+    instance: DagsterInstance, runs: dict[str, str], timeout_s: float, poll_s: float = 2.0
+) -> list[RunOutcome]:
+    """Waits until every run (doc_id -> run_id) ends or the timeout passes."""
+    deadline = time.monotonic() + timeout_s
+    outcomes: dict[str, RunOutcome] = {}
+    while len(outcomes) < len(runs) and time.monotonic() < deadline:
+        for doc_id, run_id in runs.items():
+            if doc_id in outcomes:
+                continue
+            run = instance.get_run_by_id(run_id)
+            if run is not None and run.status in TERMINAL:
+                error = (
+                    failure_class(instance, run_id)
+                    if run.status is not DagsterRunStatus.SUCCESS
+                    else None
+                )
+                outcomes[doc_id] = RunOutcome(doc_id, run_id, run.status.value, error)
+        time.sleep(poll_s)
+    for doc_id, run_id in runs.items():
+        outcomes.setdefault(doc_id, RunOutcome(doc_id, run_id, "UNFINISHED"))
+    return list(outcomes.values())
