@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str | None = None
     elasticsearch_url: str = "http://127.0.0.1:9200"
     elasticsearch_request_timeout_s: float = 30.0
+    elasticsearch_index_base: str = "kb-chunks"  # kb-chunks-v{N} indices, kb-chunks(-write) aliases
+    elasticsearch_replicas: int = 0
 
     # storage
     data_dir: Path = REPO_ROOT / ".kb-data"

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from elasticsearch import Elasticsearch
 
-from kb_platform.config import Settings, get_settings
+from kb_platform.config import REPO_ROOT, Settings, get_settings
+from kb_platform.resources.elasticsearch import ElasticsearchResource
+from kb_platform.resources.kafka import KafkaResource
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +25,45 @@ def corpus_dir(settings: Settings) -> Path:
     if not path.is_dir():
         pytest.fail(f"shared corpus not found at {path}; set KB_CORPUS_DIR")
     return path
+
+
+# Real services, started by the tests' own setup if they are not up (starting is idempotent).
+def _service_up(service: str) -> None:
+    if os.environ.get("KB_TEST_EXTERNAL_SERVICES") == "1":
+        return  # the services run already, started by someone else (another checkout, a cluster)
+    script = REPO_ROOT / "deploy" / "local" / service / f"{service}.sh"
+    result = subprocess.run(["bash", str(script), "up"], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"could not start {service}:\n{result.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def postgres_service() -> None:
+    _service_up("postgres")
+
+
+@pytest.fixture(scope="session")
+def kafka_service() -> None:
+    _service_up("kafka")
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_service() -> None:
+    _service_up("elasticsearch")
+
+
+@pytest.fixture(scope="session")
+def kafka(kafka_service: None, settings: Settings) -> KafkaResource:
+    return KafkaResource(bootstrap_servers=settings.kafka_bootstrap_servers)
+
+
+@pytest.fixture(scope="session")
+def es(elasticsearch_service: None, settings: Settings) -> Iterator[Elasticsearch]:
+    client = ElasticsearchResource(url=settings.elasticsearch_url).make_client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def unique_name() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"

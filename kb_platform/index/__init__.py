@@ -1,0 +1,1 @@
+"""The Elasticsearch chunk index: mapping, writes, retrieval and versioned rollouts."""

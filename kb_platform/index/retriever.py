@@ -1,0 +1,158 @@
+"""Retrieval over the chunk index: BM25, approximate kNN, and their reciprocal rank fusion.
+
+The fusion runs here rather than in Elasticsearch: the server's RRF retriever needs a paid
+licence. Both the Dagster checks and the BentoML service call this one implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from elasticsearch import Elasticsearch
+
+from kb_platform.index.mapping import READ_ALIAS
+
+Mode = Literal["bm25", "knn", "hybrid"]
+SOURCE_FIELDS = [
+    "chunk_id",
+    "doc_id",
+    "modality",
+    "text",
+    "title",
+    "source_uri",
+    "page",
+    "char_start",
+    "char_end",
+    "start_s",
+    "end_s",
+    "image_key",
+]
+RRF_K = 60
+
+
+@dataclass(frozen=True)
+class Filters:
+    modality: Sequence[str] = ()
+    doc_id: Sequence[str] = ()
+    source_uri: Sequence[str] = ()
+
+    def clauses(self) -> list[dict[str, Any]]:
+        return [
+            {"terms": {name: list(values)}}
+            for name, values in (
+                ("modality", self.modality),
+                ("doc_id", self.doc_id),
+                ("source_uri", self.source_uri),
+            )
+            if values
+        ]
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk_id: str
+    score: float
+    source: dict[str, Any]
+    ranks: dict[str, int] = field(default_factory=dict)  # mode -> 1-based rank it came with
+
+    @property
+    def doc_id(self) -> str:
+        return str(self.source.get("doc_id"))
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[str]], k: int = RRF_K
+) -> list[tuple[str, float]]:
+    """Fuses rankings (ids best first): score(id) = sum over rankings of 1 / (k + rank)."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+class Retriever:
+    def __init__(
+        self,
+        es: Elasticsearch,
+        encode_query: Callable[[str], np.ndarray],
+        *,
+        index: str = READ_ALIAS,
+        num_candidates_factor: int = 10,
+        rescore_oversample: float | None = 2.0,
+        fusion_window: int = 50,
+        rrf_k: int = RRF_K,
+    ):
+        self.es = es
+        self.encode_query = encode_query
+        self.index = index
+        self.num_candidates_factor = num_candidates_factor
+        self.rescore_oversample = rescore_oversample
+        self.fusion_window = fusion_window
+        self.rrf_k = rrf_k
+
+    def _hits(self, response: dict[str, Any], mode: str) -> list[Hit]:
+        return [
+            Hit(h["_id"], float(h["_score"] or 0.0), h["_source"], {mode: rank})
+            for rank, h in enumerate(response["hits"]["hits"], start=1)
+        ]
+
+    def bm25(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
+        bool_query: dict[str, Any] = {"must": [{"match": {"text": query}}]}
+        if filters and filters.clauses():
+            bool_query["filter"] = filters.clauses()
+        response = self.es.search(
+            index=self.index, query={"bool": bool_query}, size=k, source=SOURCE_FIELDS
+        )
+        return self._hits(response, "bm25")
+
+    def knn_vector(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        k: int = 10,
+        filters: Filters | None = None,
+        *,
+        field_name: str = "text_vector",
+        num_candidates: int | None = None,
+    ) -> list[Hit]:
+        knn: dict[str, Any] = {
+            "field": field_name,
+            "query_vector": [float(x) for x in vector],
+            "k": k,
+            "num_candidates": num_candidates or max(k * self.num_candidates_factor, 100),
+        }
+        if self.rescore_oversample:
+            # int8 quantized candidates are re-scored with the full-precision vectors.
+            knn["rescore_vector"] = {"oversample": self.rescore_oversample}
+        if filters and filters.clauses():
+            knn["filter"] = filters.clauses()
+        response = self.es.search(index=self.index, knn=knn, size=k, source=SOURCE_FIELDS)
+        return self._hits(response, "knn")
+
+    def knn(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
+        return self.knn_vector(self.encode_query(query), k, filters)
+
+    def hybrid(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
+        window = max(k, self.fusion_window)
+        lexical = self.bm25(query, window, filters)
+        semantic = self.knn(query, window, filters)
+        by_id: dict[str, Hit] = {}
+        ranks: dict[str, dict[str, int]] = {}
+        for hit in [*lexical, *semantic]:
+            by_id.setdefault(hit.chunk_id, hit)
+            ranks.setdefault(hit.chunk_id, {}).update(hit.ranks)
+        fused = reciprocal_rank_fusion(
+            [[h.chunk_id for h in lexical], [h.chunk_id for h in semantic]], k=self.rrf_k
+        )
+        return [
+            Hit(chunk_id, score, by_id[chunk_id].source, ranks[chunk_id])
+            for chunk_id, score in fused[:k]
+        ]
+
+    def search(
+        self, query: str, mode: Mode = "hybrid", k: int = 10, filters: Filters | None = None
+    ) -> list[Hit]:
+        return {"bm25": self.bm25, "knn": self.knn, "hybrid": self.hybrid}[mode](query, k, filters)
