@@ -13,6 +13,10 @@ from kb_platform.contracts import Chunk, Document, PageText, TranscriptSegment
 # all-MiniLM-L6-v2 reads at most 256 word pieces; leave room for [CLS]/[SEP].
 DEFAULT_MAX_TOKENS = 200
 DEFAULT_OVERLAP = 40
+# A text only this much longer than one window stays one chunk rather than leaving a small
+# tail chunk that repeats the overlap and says little; chunks never exceed MAX_CHUNK_TOKENS.
+TAIL_SLACK = 40
+MAX_CHUNK_TOKENS = DEFAULT_MAX_TOKENS + TAIL_SLACK
 # How far back from a window's hard end to look for a sentence or line boundary.
 BOUNDARY_SEARCH_SHARE = 0.25
 _BOUNDARY = re.compile(r"[.!?;:]['\")\]]?$")
@@ -37,9 +41,11 @@ def split_windows(
     *,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     overlap: int = DEFAULT_OVERLAP,
+    tail_slack: int = TAIL_SLACK,
 ) -> list[TextWindow]:
-    """Windows of at most ``max_tokens`` tokens that overlap by about ``overlap`` tokens,
-    ending at a sentence or line boundary when one is near the hard end."""
+    """Windows of about ``max_tokens`` tokens that overlap by about ``overlap`` tokens, ending at
+    a sentence or line boundary when one is near the hard end; the last window may take up to
+    ``tail_slack`` more tokens instead of leaving a small tail."""
     if not 0 <= overlap < max_tokens:
         raise ValueError("overlap must be at least 0 and smaller than max_tokens")
     offsets: Sequence[tuple[int, int]] = tokenizer.encode(text, add_special_tokens=False).offsets
@@ -48,7 +54,8 @@ def split_windows(
     windows: list[TextWindow] = []
     start = 0
     while start < len(offsets):
-        hard_end = min(start + max_tokens, len(offsets))
+        fits_with_tail = len(offsets) - start <= max_tokens + tail_slack
+        hard_end = len(offsets) if fits_with_tail else start + max_tokens
         end = hard_end
         if hard_end < len(offsets):
             floor = max(start + 1, hard_end - int(max_tokens * BOUNDARY_SEARCH_SHARE))

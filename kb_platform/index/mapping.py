@@ -63,6 +63,8 @@ def chunk_mappings(text_dims: int = TEXT_DIMS, clip_dims: int = CLIP_DIMS) -> di
             "doc_id": {"type": "keyword"},
             "modality": {"type": "keyword"},
             "text": {"type": "text"},
+            # analyzed in our code (kb_platform.index.analysis): stemmed title + text, for BM25
+            "search_text": {"type": "text", "analyzer": "whitespace"},
             "title": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 512}}},
             "source_uri": {"type": "keyword", "ignore_above": 4096},
             "page": {"type": "integer"},

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from elasticsearch import Elasticsearch
 
+from kb_platform.index.analysis import analyze
 from kb_platform.index.mapping import READ_ALIAS
 
 Mode = Literal["bm25", "knn", "hybrid"]
@@ -101,7 +102,7 @@ class Retriever:
         ]
 
     def bm25(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
-        bool_query: dict[str, Any] = {"must": [{"match": {"text": query}}]}
+        bool_query: dict[str, Any] = {"must": [{"match": {"search_text": analyze(query)}}]}
         if filters and filters.clauses():
             bool_query["filter"] = filters.clauses()
         response = self.es.search(

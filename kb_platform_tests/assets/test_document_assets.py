@@ -4,6 +4,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from kb_platform.chunking import MAX_CHUNK_TOKENS
 from kb_platform.contracts import Chunk, Document, Modality, Page, PageText
 from kb_platform.resources.processing import ProcessingResource
 
@@ -28,7 +29,7 @@ def test_born_digital_pdf_keeps_text_layer_positions_and_renders(
     for chunk in chunks:
         page_text = texts[chunk.page - 1].text
         assert page_text[chunk.char_start : chunk.char_end] == chunk.text
-        assert chunk.token_count <= 200
+        assert chunk.token_count <= MAX_CHUNK_TOKENS
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"ocr_text_quality": True, "text_chunks_bounds": True}
 

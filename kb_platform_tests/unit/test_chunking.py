@@ -13,7 +13,7 @@ TEXT = " ".join(
 
 def test_windows_respect_the_budget_and_overlap() -> None:
     tokenizer = text_tokenizer()
-    windows = split_windows(TEXT, tokenizer, max_tokens=50, overlap=10)
+    windows = split_windows(TEXT, tokenizer, max_tokens=50, overlap=10, tail_slack=0)
     assert len(windows) > 5
     assert all(w.token_count <= 50 for w in windows)
     for before, after in itertools.pairwise(windows):
@@ -25,6 +25,14 @@ def test_windows_respect_the_budget_and_overlap() -> None:
 def test_windows_prefer_sentence_ends() -> None:
     windows = split_windows(TEXT, text_tokenizer(), max_tokens=50, overlap=10)
     assert sum(TEXT[w.char_end - 1] == "." for w in windows[:-1]) >= len(windows) - 2
+
+
+def test_a_short_tail_joins_the_last_window() -> None:
+    tokenizer = text_tokenizer()
+    total = len(tokenizer.encode(TEXT[:700], add_special_tokens=False).ids)
+    windows = split_windows(TEXT[:700], tokenizer, max_tokens=total - 10, overlap=5, tail_slack=20)
+    assert len(windows) == 1 and windows[0].token_count == total
+    assert len(split_windows(TEXT[:700], tokenizer, max_tokens=total - 10, tail_slack=0)) == 2
 
 
 def test_overlap_must_be_smaller_than_window() -> None:

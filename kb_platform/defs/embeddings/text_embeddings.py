@@ -5,6 +5,7 @@ from dagster import AssetExecutionContext, Output, asset
 
 from kb_platform.contracts import Chunk
 from kb_platform.defs.ingestion.partitions import documents_partitions
+from kb_platform.index.analysis import embedding_input
 from kb_platform.index.documents import embeddings_table
 from kb_platform.models.registry import text_encoder
 
@@ -18,6 +19,6 @@ from kb_platform.models.registry import text_encoder
 )
 def text_embeddings(context: AssetExecutionContext, text_chunks: list[Chunk]) -> Output[pa.Table]:
     encoder = text_encoder()
-    vectors = encoder.encode([chunk.text for chunk in text_chunks])
+    vectors = encoder.encode([embedding_input(chunk.title, chunk.text) for chunk in text_chunks])
     table = embeddings_table(text_chunks, vectors, encoder.version)
     return Output(table, metadata={"chunks": table.num_rows, "model": encoder.version})

@@ -3,7 +3,7 @@
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 
-from kb_platform.chunking import DEFAULT_MAX_TOKENS
+from kb_platform.chunking import MAX_CHUNK_TOKENS
 from kb_platform.contracts import Chunk, PageText
 from kb_platform.defs.ingestion.partitions import documents_partitions
 from kb_platform.defs.processing.ocr_text import ocr_text
@@ -67,9 +67,7 @@ def text_chunks_bounds(text_chunks: list[Chunk]) -> AssetCheckResult:
         }
     )
     expectations = [
-        gxe.ExpectColumnValuesToBeBetween(
-            column="tokens", min_value=1, max_value=DEFAULT_MAX_TOKENS
-        ),
+        gxe.ExpectColumnValuesToBeBetween(column="tokens", min_value=1, max_value=MAX_CHUNK_TOKENS),
         gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1),
         gxe.ExpectColumnValuesToBeUnique(column="chunk_id"),
     ]

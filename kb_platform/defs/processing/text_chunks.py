@@ -12,7 +12,7 @@ from kb_platform.models.registry import text_tokenizer
     partitions_def=documents_partitions,
     group_name="processing",
     kinds={"python"},
-    description="Chunks of at most 200 MiniLM tokens with 40 of overlap, each citable.",
+    description="Chunks of about 200 MiniLM tokens (at most 240) overlapping by 40, each citable.",
 )
 def text_chunks(
     context: AssetExecutionContext,

@@ -1,0 +1,1 @@
+"""Retrieval evaluation: ranking metrics and test collections with judgments."""
