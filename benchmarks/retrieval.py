@@ -23,7 +23,7 @@ from kb_platform.chunking import split_windows
 from kb_platform.config import get_settings
 from kb_platform.evaluation.cranfield import load_documents, load_judgments, load_queries
 from kb_platform.evaluation.metrics import ndcg_at, recall_at
-from kb_platform.index.analysis import analyze, embedding_input
+from kb_platform.index.analysis import embedding_input
 from kb_platform.index.lifecycle import delete_family, ensure_index
 from kb_platform.index.mapping import IndexNames
 from kb_platform.index.retriever import Retriever
@@ -86,7 +86,6 @@ def main() -> None:
     embed_s = time.perf_counter() - started
     for chunk, vector in zip(chunks, vectors, strict=True):
         chunk["text_vector"] = vector.tolist()
-        chunk["search_text"] = analyze(f"{chunk['title']} {chunk['text']}")
     ensure_index(es, names)
     started = time.perf_counter()
     report = bulk_with_retries(es, index_actions(names.write_alias, chunks))

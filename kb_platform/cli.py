@@ -130,5 +130,39 @@ def ingest(
         sys.exit(1)
 
 
+@main.command()
+@click.argument("query")
+@click.option("--mode", type=click.Choice(["bm25", "knn", "hybrid"]), default="hybrid")
+@click.option("-k", "--top", default=5, show_default=True, help="number of chunks")
+@click.option("--modality", multiple=True, help="only chunks of this modality (repeatable)")
+def search(query: str, mode: str, top: int, modality: tuple[str, ...]) -> None:
+    """Search the knowledge base (the read alias) and print the best chunks with provenance."""
+    from elasticsearch import NotFoundError
+
+    from kb_platform.index.retriever import Filters, Retriever
+    from kb_platform.models.registry import text_encoder
+    from kb_platform.resources import build_resources
+
+    settings = get_settings()
+    resource = build_resources(settings)["elasticsearch"]
+    es = resource.make_client()
+    encoder = text_encoder()
+    retriever = Retriever.from_settings(
+        es, lambda q: encoder.encode([q])[0], resource.names.read_alias
+    )
+    try:
+        hits = retriever.search(query, mode=mode, k=top, filters=Filters(modality=modality))
+    except NotFoundError as exc:
+        raise click.ClickException(
+            f"no index behind {resource.names.read_alias}: ingest documents first"
+        ) from exc
+    for rank, hit in enumerate(hits, start=1):
+        where = f"page {hit.source['page']}" if hit.source.get("page") else ""
+        snippet = " ".join(str(hit.source.get("text", "")).split())[:160]
+        click.echo(f"{rank}. [{hit.score:.4f}] {hit.source.get('title')} {where} ({hit.doc_id})")
+        click.echo(f"   {snippet}")
+    es.close()
+
+
 if __name__ == "__main__":
     main()

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     elasticsearch_request_timeout_s: float = 30.0
     elasticsearch_index_base: str = "kb-chunks"  # kb-chunks-v{N} indices, kb-chunks(-write) aliases
     elasticsearch_replicas: int = 0
+    # kNN: candidates per shard = k * factor (at least 100); int8 candidates re-scored with
+    # full-precision vectors over oversample * k
+    knn_num_candidates_factor: int = 10
+    knn_rescore_oversample: float = 2.0
+    rrf_k: int = 60
 
     # storage
     data_dir: Path = REPO_ROOT / ".kb-data"

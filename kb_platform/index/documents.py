@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 
 from kb_platform.contracts import Chunk
-from kb_platform.index.analysis import analyze
 from kb_platform.index.mapping import TEXT_DIMS
 
 CHUNK_COLUMNS = [
@@ -55,6 +54,5 @@ def index_documents(table: pa.Table) -> Iterator[dict[str, Any]]:
     rows = table.drop_columns(["text_vector"]).to_pylist()
     for row, vector in zip(rows, vectors, strict=True):
         document = {k: v for k, v in row.items() if v is not None}
-        document["search_text"] = analyze(f"{row.get('title') or ''} {row['text']}")
         document["text_vector"] = vector.tolist()
         yield document

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from elasticsearch import Elasticsearch
 
+from kb_platform.config import get_settings
 from kb_platform.index.analysis import analyze
 from kb_platform.index.mapping import READ_ALIAS
 
@@ -94,6 +95,20 @@ class Retriever:
         self.rescore_oversample = rescore_oversample
         self.fusion_window = fusion_window
         self.rrf_k = rrf_k
+
+    @classmethod
+    def from_settings(
+        cls, es: Elasticsearch, encode_query: Callable[[str], np.ndarray], index: str
+    ) -> Retriever:
+        settings = get_settings()
+        return cls(
+            es,
+            encode_query,
+            index=index,
+            num_candidates_factor=settings.knn_num_candidates_factor,
+            rescore_oversample=settings.knn_rescore_oversample or None,
+            rrf_k=settings.rrf_k,
+        )
 
     def _hits(self, response: dict[str, Any], mode: str) -> list[Hit]:
         return [

@@ -15,6 +15,8 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, helpers
 
+from kb_platform.index.analysis import analyze
+
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
@@ -79,7 +81,10 @@ def bulk_with_retries(
 
 
 def index_actions(index: str, documents: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Index (upsert) actions by chunk_id; each gets its analyzed ``search_text`` for BM25."""
     for doc in documents:
+        if "search_text" not in doc:
+            doc = {**doc, "search_text": analyze(f"{doc.get('title') or ''} {doc['text']}")}
         yield {"_op_type": "index", "_index": index, "_id": doc["chunk_id"], "_source": doc}
 
 

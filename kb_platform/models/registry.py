@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer
 
-from kb_platform.models.text_encoder import TextEncoder
+if TYPE_CHECKING:  # torch and transformers load only when an encoder is asked for
+    from kb_platform.models.text_encoder import TextEncoder
 
 
 def text_encoder_path() -> Path:
@@ -35,6 +37,8 @@ def offline() -> None:
 @lru_cache(maxsize=1)
 def text_encoder() -> TextEncoder:
     """The text encoder, loaded once per process and warmed up with one real inference."""
+    from kb_platform.models.text_encoder import TextEncoder
+
     offline()
     encoder = TextEncoder(text_encoder_path())
     encoder.warmup()

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from dagster import EnvVar, FilesystemIOManager
-from dagster_aws.s3 import S3PickleIOManager, S3Resource
 
 from kb_platform.config import Environment, Settings
-from kb_platform.resources.blob_store import LocalBlobStore, S3BlobStore
+from kb_platform.resources.blob_store import LocalBlobStore
 from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.parquet_io import ParquetIOManager
@@ -18,6 +17,11 @@ from kb_platform.resources.processing import ProcessingResource
 def build_resources(settings: Settings) -> dict[str, Any]:
     processing = ProcessingResource.from_settings(settings)
     if settings.env is Environment.PROD:
+        # dagster-aws takes seconds to import: only production pays for it.
+        from dagster_aws.s3 import S3PickleIOManager, S3Resource
+
+        from kb_platform.resources.s3_blob_store import S3BlobStore
+
         return {
             "processing": processing,
             "blob_store": S3BlobStore(s3=S3Resource(), bucket=settings.s3_bucket, prefix="blobs"),

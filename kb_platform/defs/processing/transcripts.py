@@ -2,7 +2,6 @@
 
 from dagster import AssetExecutionContext, Output, asset
 
-from kb_platform.audio.transcription import transcribe
 from kb_platform.contracts import Document, Modality, TranscriptSegment
 from kb_platform.defs.failures import typed_failures
 from kb_platform.defs.ingestion.partitions import documents_partitions
@@ -26,6 +25,9 @@ def transcripts(
 ) -> Output[list[TranscriptSegment]]:
     if raw_documents.modality is not Modality.AUDIO:
         return Output([], metadata={"segments": 0, "skipped": "not audio"})
+    # faster-whisper (CTranslate2, PyAV) loads only in runs that have audio to transcribe.
+    from kb_platform.audio.transcription import transcribe
+
     with typed_failures(raw_documents.doc_id):
         _, content = load_admitted(raw_documents.doc_id, blob_store)
         segments = run_isolated(
