@@ -22,7 +22,7 @@ status:
 
 # Everything on a fresh machine: install, start the stack and the Dagster UI, ingest the sample corpus.
 demo: up
-	$(KB) ingest $(CORPUS)/documents --wait
+	$(KB) ingest $(CORPUS)/documents --in-process
 
 lint:
 	$(VENV)/bin/ruff check .

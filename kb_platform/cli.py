@@ -36,6 +36,9 @@ def main(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Libraries that log every request or migration check at INFO.
+    for noisy in ("alembic", "elastic_transport", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @main.command()
@@ -75,17 +78,28 @@ def _files(paths: tuple[Path, ...]) -> list[Path]:
 @click.option("--dagster-port", default=3000, show_default=True)
 @click.option("--wait/--no-wait", default=False, help="wait for the runs and print outcomes")
 @click.option("--timeout", default=3600.0, show_default=True, help="seconds to wait for runs")
+@click.option(
+    "--in-process",
+    is_flag=True,
+    help="run the documents one after another in this process (models load once) instead of "
+    "one run process each through the Dagster daemon; the runs are recorded all the same",
+)
 def ingest(
-    paths: tuple[Path, ...], dagster_host: str, dagster_port: int, wait: bool, timeout: float
+    paths: tuple[Path, ...],
+    dagster_host: str,
+    dagster_port: int,
+    wait: bool,
+    timeout: float,
+    in_process: bool,
 ) -> None:
-    """Admit files (or folders) and launch one processing run per document, without Kafka."""
+    """Admit files (or folders) and run the processing job once per document, without Kafka."""
     from dagster import DagsterInstance
     from dagster_graphql import DagsterGraphQLClient
 
     from kb_platform.errors import KbError
     from kb_platform.intake import admit
     from kb_platform.resources import build_resources
-    from kb_platform.runs import launch, register_partitions, wait_for
+    from kb_platform.runs import launch, register_partitions, run_in_process, wait_for
 
     os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))
     settings = get_settings()
@@ -113,6 +127,11 @@ def ingest(
         sys.exit(1 if rejected else 0)
     with DagsterInstance.get() as instance:
         register_partitions(instance, list(admitted))
+        if in_process:
+            outcomes = run_in_process(instance, list(admitted))
+            summary = collections.Counter(o.error_class or o.status for o in outcomes)
+            click.echo(f"outcomes: {dict(sorted(summary.items()))}")
+            return
         client = DagsterGraphQLClient(dagster_host, port_number=dagster_port)
         runs = {
             doc_id: launch(client, doc_id, {"kb/source": path.name[:60]})

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance, RunsFilter
+from dagster._core.test_utils import environ as mock_env
 from elasticsearch import Elasticsearch
 
 from kb_platform.config import REPO_ROOT
@@ -81,3 +83,27 @@ def test_ingest_launches_one_run_per_document_and_reports_outcomes(
     )
     # The same bytes are the same document: admitted again into the same partition.
     assert "admitted 1 documents" in again.stdout
+
+
+def test_in_process_ingest_records_runs_in_the_instance(
+    dagster_env: dict[str, str], corpus_dir: Path
+) -> None:
+    files = [
+        corpus_dir / "documents/unstructured/example-docs/fake-text.txt",
+        corpus_dir / "bad-inputs/pillow/truncated_image.png",
+    ]
+    result = subprocess.run(
+        [str(KB), "ingest", *map(str, files), "--in-process"],
+        env=dagster_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "outcomes: {'Corrupt': 1, 'SUCCESS': 1}" in output
+    assert "dagster - DEBUG" not in output  # step logs go to the event log, not the terminal
+    env = {k: v for k, v in dagster_env.items() if k == "DAGSTER_HOME"}
+    with mock_env(env), DagsterInstance.get() as instance:
+        runs = instance.get_runs(RunsFilter(tags={"kb/launched_by": "ingest --in-process"}))
+    assert len(runs) == 2

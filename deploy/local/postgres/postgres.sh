@@ -11,8 +11,18 @@ PG_PASSWORD="${KB_PG_PASSWORD:-dagster}"
 # PostgreSQL refuses to run as root: the server runs as this OS account.
 PG_OS_USER="${KB_PG_OS_USER:-postgres}"
 DIR="$(service_dir postgres)"
-DATA="$DIR/data"
 LOG="$DIR/logs/postgres.log"
+mkdir -p "$DIR/logs"
+
+# The server (running as $PG_OS_USER) must reach its data folder. A checkout under a folder only
+# root may enter (e.g. /root) cannot hold it: the data then lives in a folder of that account,
+# one per checkout, named in the log.
+if [[ "$(id -u)" != 0 ]] || runuser -u "$PG_OS_USER" -- test -x "$DIR" 2>/dev/null; then
+  SERVER_DIR="$DIR"
+else
+  SERVER_DIR="${KB_PG_SERVER_DIR:-/var/lib/postgresql/kb-platform-$(echo -n "$DIR" | sha256sum | cut -c1-12)}"
+fi
+DATA="$SERVER_DIR/data"
 
 pg_bindir() {
   local d
@@ -32,11 +42,10 @@ as_pg() {
 cmd_install() {
   local bin
   bin="$(pg_bindir)"
-  mkdir -p "$DIR/logs"
   if [[ ! -f "$DATA/PG_VERSION" ]]; then
     log "initialising cluster in $DATA"
     mkdir -p "$DATA"
-    [[ "$(id -u)" == 0 ]] && chown -R "$PG_OS_USER" "$DIR"
+    [[ "$(id -u)" == 0 ]] && chown -R "$PG_OS_USER" "$SERVER_DIR"
     local pwfile
     pwfile="$(mktemp)"
     echo "$PG_PASSWORD" >"$pwfile"
@@ -45,7 +54,7 @@ cmd_install() {
       die "initdb failed; log: $LOG"
     rm -f "$pwfile"
   fi
-  [[ "$(id -u)" == 0 ]] && chown -R "$PG_OS_USER" "$DIR"
+  [[ "$(id -u)" == 0 ]] && chown -R "$PG_OS_USER" "$SERVER_DIR"
   return 0
 }
 
@@ -63,7 +72,7 @@ cmd_up() {
   require_free_port "$PG_PORT" "$LOG"
   # The unix socket lives in our directory, not /var/run (which may not exist or be writable).
   local server=("$bin/postgres" -D "$DATA" -c listen_addresses=127.0.0.1 -c port="$PG_PORT"
-    -c unix_socket_directories="$DIR")
+    -c unix_socket_directories="$SERVER_DIR")
   if [[ "$(id -u)" == 0 ]]; then server=(runuser -u "$PG_OS_USER" -- "${server[@]}"); fi
   start_detached postgres "$LOG" "${server[@]}"
   wait_until 60 "$(cat "$(pid_file postgres)")" "$LOG" is_ready

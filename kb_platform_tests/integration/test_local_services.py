@@ -1,0 +1,92 @@
+"""The local service scripts: idempotent start, clean stop, clear errors naming the log file.
+
+A second PostgreSQL (the quickest of the servers to start) and a second Kafka run in their own
+state folders on their own ports, so the shared stack is not disturbed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+from kb_platform.config import REPO_ROOT
+
+SCRIPTS = REPO_ROOT / "deploy" / "local"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _script(service: str, action: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(SCRIPTS / service / f"{service}.sh"), action],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _pids_of(pattern: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    return found.split()
+
+
+def test_start_twice_is_harmless_and_stop_leaves_no_process(tmp_path: Path) -> None:
+    port = _free_port()
+    # pytest's tmp folders are root-only: the server's data goes to the fallback folder
+    # (what a checkout under /root gets), here one of this test's own.
+    server_dir = Path("/var/tmp") / f"kb-test-pg-{tmp_path.name}"
+    env = {
+        "KB_LOCAL_DIR": str(tmp_path),
+        "KB_PG_PORT": str(port),
+        "KB_PG_SERVER_DIR": str(server_dir),
+    }
+    try:
+        first = _script("postgres", "up", env)
+        assert first.returncode == 0, first.stderr
+        second = _script("postgres", "up", env)
+        assert second.returncode == 0 and "already running" in second.stderr
+        assert _script("postgres", "status", env).returncode == 0
+        assert _pids_of(f"port={port}")
+        down = _script("postgres", "down", env)
+        assert down.returncode == 0, down.stderr
+        assert not _pids_of(f"port={port}")
+        assert _script("postgres", "status", env).returncode == 3
+    finally:
+        _script("postgres", "down", env)
+        shutil.rmtree(server_dir, ignore_errors=True)
+
+
+def test_port_in_use_names_the_port_and_the_log(tmp_path: Path) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        env = {
+            "KB_LOCAL_DIR": str(tmp_path),
+            "KB_KAFKA_PORT": str(port),
+            "KB_KAFKA_CONTROLLER_PORT": str(_free_port()),
+        }
+        result = _script("kafka", "up", env)
+    assert result.returncode != 0
+    assert f"port {port}" in result.stderr and "already in use" in result.stderr
+    assert str(tmp_path / "kafka" / "logs" / "kafka.log") in result.stderr
+
+
+def test_crash_on_start_shows_the_log(tmp_path: Path) -> None:
+    env = {
+        "KB_LOCAL_DIR": str(tmp_path),
+        "KB_KAFKA_PORT": str(_free_port()),
+        "KB_KAFKA_CONTROLLER_PORT": str(_free_port()),
+        "KB_KAFKA_HEAP": "-Xmx1x",  # the JVM refuses this and exits at once
+    }
+    result = _script("kafka", "up", env)
+    assert result.returncode != 0
+    assert "crashed" in result.stderr and "kafka.log" in result.stderr
+    assert not _pids_of(f"kafka[.]Kafka {tmp_path}")
