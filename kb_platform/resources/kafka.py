@@ -9,6 +9,8 @@ from confluent_kafka.admin import AdminClient
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from kb_platform.kafka.topics import Topics
+
 
 class KafkaResource(ConfigurableResource):
     """Connection to the ingest broker; hands out producers, consumers and an admin client."""
@@ -19,6 +21,19 @@ class KafkaResource(ConfigurableResource):
     sasl_username: str | None = Field(default=None, description="pass as EnvVar")
     sasl_password: str | None = Field(default=None, description="pass as EnvVar")
     client_id: str = "kb-platform"
+    ingest_topic_prefix: str = "kb.ingest."
+    dlq_topic_prefix: str = "dlq."
+    consumer_group: str = "kb-ingest"
+    topic_partitions: int = Field(default=3, description="partitions of topics the setup creates")
+    max_batch: int = Field(default=200, description="messages one sensor tick reads at most")
+    poll_timeout_s: float = Field(default=2.0, description="longest wait of one tick's poll")
+
+    def topics(self) -> Topics:
+        return Topics(
+            ingest_prefix=self.ingest_topic_prefix,
+            dlq_prefix=self.dlq_topic_prefix,
+            dlq_general_name=f"{self.dlq_topic_prefix}general",
+        )
 
     def client_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {

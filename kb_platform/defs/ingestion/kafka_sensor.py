@@ -1,0 +1,140 @@
+"""``kafka_ingest_sensor``: ingest messages become one processing run per document.
+
+Each tick reads a bounded batch from the cursor's offsets, admits each message's content
+(stored under its doc_id), and returns the run requests, the new dynamic partitions and the
+advanced cursor in one ``SensorResult``, so they move together. A message that cannot even be
+parsed goes to ``dlq.general``, one whose content is refused to ``dlq.<modality>.processing``:
+nothing is skipped silently. Run keys (``topic:partition:offset``) keep a re-read message
+from starting a second run.
+"""
+
+from dagster import RunRequest, SensorEvaluationContext, SensorResult, sensor
+
+from kb_platform.config import get_settings
+from kb_platform.contracts import IngestMessage, Modality
+from kb_platform.defs.ingestion.partitions import documents_partitions
+from kb_platform.errors import InvalidMessage, KbError
+from kb_platform.intake import admit
+from kb_platform.kafka.dead_letters import DeadLetter, publish
+from kb_platform.kafka.ingest_reader import (
+    IngestCursor,
+    partition_key,
+    read_batch,
+    start_positions,
+    topic_partitions,
+)
+from kb_platform.resources.blob_store import BlobStore
+from kb_platform.resources.kafka import KafkaResource
+from kb_platform.resources.processing import ProcessingResource
+
+JOB_NAME = "process_documents"
+DLQ_PUBLISH_TIMEOUT_S = 15.0
+
+
+def source_tags(topic: str, partition: int, offset: int, doc_id: str) -> dict[str, str]:
+    return {
+        "kb/source": f"{topic}:{partition}:{offset}",
+        "kb/source-topic": topic,
+        "kb/source-partition": str(partition),
+        "kb/source-offset": str(offset),
+        "kb/doc_id": doc_id,
+    }
+
+
+@sensor(
+    job_name=JOB_NAME,
+    minimum_interval_seconds=10,
+    description="Turns messages on kb.ingest.* into processing runs (one per document).",
+)
+def kafka_ingest_sensor(
+    context: SensorEvaluationContext,
+    kafka: KafkaResource,
+    blob_store: BlobStore,
+    processing: ProcessingResource,
+) -> SensorResult:
+    topics = kafka.topics()
+    cursor = IngestCursor.from_json(context.cursor)
+    consumer = kafka.consumer(kafka.consumer_group)
+    try:
+        partitions = topic_partitions(consumer, topics.all_ingest())
+        positions = start_positions(consumer, partitions, cursor)
+        messages = read_batch(consumer, positions, kafka.max_batch, kafka.poll_timeout_s)
+    finally:
+        consumer.close()
+
+    settings = get_settings()
+    run_requests: list[RunRequest] = []
+    new_doc_ids: list[str] = []
+    dead: dict[str, list[DeadLetter]] = {}
+    blocked: set[str] = set()  # partitions stopped at a transient error, retried next tick
+    for msg in messages:
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        where = partition_key(topic, partition)
+        if where in blocked:
+            continue
+        declared = topics.modality_of_ingest(topic)
+        try:
+            message = IngestMessage.parse(msg.value() or b"")
+        except InvalidMessage as exc:
+            dead.setdefault(topics.dlq(None), []).append(
+                DeadLetter(
+                    msg.key(), msg.value(), topic, partition, offset, exc.error_class, str(exc)
+                )
+            )
+        else:
+            try:
+                doc_id = admit(
+                    message,
+                    blob_store,
+                    allowed_roots=[*settings.allowed_roots],
+                    max_bytes=processing.max_bytes,
+                )
+            except KbError as exc:
+                if exc.retryable:
+                    context.log.warning("%s:%d held back: %s", where, offset, exc)
+                    blocked.add(where)
+                    continue
+                modality = declared or Modality(message.modality)
+                dead.setdefault(topics.dlq(modality), []).append(
+                    DeadLetter(
+                        msg.key(), msg.value(), topic, partition, offset, exc.error_class, str(exc)
+                    )
+                )
+            else:
+                new_doc_ids.append(doc_id)
+                run_requests.append(
+                    RunRequest(
+                        run_key=f"{topic}:{partition}:{offset}",
+                        partition_key=doc_id,
+                        tags=source_tags(topic, partition, offset, doc_id),
+                    )
+                )
+        cursor.next_offsets[where] = offset + 1
+
+    if dead:
+        # The cursor moves only if the broker confirmed every dead letter: otherwise this tick
+        # fails, and the next one reads the same messages again (run keys prevent second runs).
+        producer = kafka.producer()
+        for dlq_topic, letters in dead.items():
+            publish(producer, dlq_topic, letters, DLQ_PUBLISH_TIMEOUT_S)
+    for topic_partition in positions:  # partitions with nothing new still get a cursor entry
+        key = partition_key(topic_partition.topic, topic_partition.partition)
+        if topic_partition.offset >= 0:
+            cursor.next_offsets.setdefault(key, topic_partition.offset)
+
+    known = set(context.instance.get_dynamic_partitions(documents_partitions.name))
+    additions = sorted(set(new_doc_ids) - known)
+    context.log.info(
+        "%d messages: %d runs, %d dead letters, %d new documents",
+        len(messages),
+        len(run_requests),
+        sum(len(v) for v in dead.values()),
+        len(additions),
+    )
+    return SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=[documents_partitions.build_add_request(additions)]
+        if additions
+        else [],
+        cursor=cursor.to_json(),
+    )

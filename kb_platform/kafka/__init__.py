@@ -1,0 +1,1 @@
+"""Kafka: topic names, ingest consumption, dead letters and offset accounting."""

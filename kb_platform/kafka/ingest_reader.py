@@ -1,0 +1,80 @@
+"""Reading the ingest topics in bounded batches from explicit offsets (the sensor's cursor).
+
+The consumer is assigned partitions directly (no group membership, so no rebalance wait in a
+sensor tick); where the cursor has no offset for a partition, reading resumes from the consumer
+group's committed offset, which only ever covers finished work.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+METADATA_TIMEOUT_S = 10.0
+
+
+def partition_key(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+@dataclass
+class IngestCursor:
+    """The next offset to read per topic-partition (``"topic:partition" -> offset``)."""
+
+    next_offsets: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> IngestCursor:
+        return cls(dict(json.loads(raw)["next_offsets"])) if raw else cls()
+
+    def to_json(self) -> str:
+        return json.dumps({"next_offsets": dict(sorted(self.next_offsets.items()))})
+
+
+def topic_partitions(consumer: Consumer, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of the topics that exist now (new partitions appear on the next call)."""
+    metadata = consumer.list_topics(timeout=METADATA_TIMEOUT_S)
+    found = []
+    for topic in topics:
+        if topic in metadata.topics and metadata.topics[topic].error is None:
+            found += [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)]
+    return found
+
+
+def start_positions(
+    consumer: Consumer, partitions: list[TopicPartition], cursor: IngestCursor
+) -> list[TopicPartition]:
+    unknown = [
+        tp for tp in partitions if partition_key(tp.topic, tp.partition) not in cursor.next_offsets
+    ]
+    committed = {
+        partition_key(tp.topic, tp.partition): tp.offset
+        for tp in (consumer.committed(unknown, timeout=METADATA_TIMEOUT_S) if unknown else [])
+    }
+    positions = []
+    for tp in partitions:
+        key = partition_key(tp.topic, tp.partition)
+        offset = cursor.next_offsets.get(key, committed.get(key, OFFSET_BEGINNING))
+        positions.append(
+            TopicPartition(tp.topic, tp.partition, offset if offset >= 0 else OFFSET_BEGINNING)
+        )
+    return positions
+
+
+def read_batch(
+    consumer: Consumer, positions: list[TopicPartition], max_messages: int, timeout_s: float
+) -> list[Message]:
+    """At most ``max_messages`` messages from the positions, waiting at most ``timeout_s``."""
+    if not positions:
+        return []
+    consumer.assign(positions)
+    messages: list[Message] = []
+    for message in consumer.consume(num_messages=max_messages, timeout=timeout_s):
+        error = message.error()
+        if error is None:
+            messages.append(message)
+        elif error.code() != KafkaError._PARTITION_EOF:
+            raise RuntimeError(f"reading {message.topic()}: {error}")
+    return sorted(messages, key=lambda m: (m.topic(), m.partition(), m.offset()))

@@ -1,0 +1,147 @@
+"""kafka_ingest_sensor against the real broker: run requests with run keys, dynamic partitions,
+cursor offsets, dead letters for poison messages, bounded batches, a lost cursor."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import TopicPartition
+from dagster import DagsterInstance, SensorResult, build_sensor_context
+
+from kb_platform.contracts import Modality
+from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
+from kb_platform.kafka.dead_letters import headers_dict
+from kb_platform.kafka.topics import ensure_topics
+from kb_platform.resources.blob_store import LocalBlobStore
+from kb_platform.resources.kafka import KafkaResource
+from kb_platform.resources.processing import ProcessingResource
+
+
+@pytest.fixture
+def kafka_ns(kafka: KafkaResource, unique_name: str) -> KafkaResource:
+    """A KafkaResource whose ingest and dead-letter topics belong to this test alone."""
+    scoped = KafkaResource(
+        bootstrap_servers=kafka.bootstrap_servers,
+        ingest_topic_prefix=f"{unique_name}.ingest.",
+        dlq_topic_prefix=f"{unique_name}.dlq.",
+        consumer_group=f"{unique_name}-group",
+        max_batch=50,
+        poll_timeout_s=3.0,
+    )
+    topics = scoped.topics()
+    ensure_topics(scoped.admin(), [*topics.all_ingest(), *topics.all_dlq()], partitions=1)
+    return scoped
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+def _tick(instance, kafka_ns, tmp_path: Path, settings, cursor: str | None) -> SensorResult:
+    context = build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={
+            "kafka": kafka_ns,
+            "blob_store": LocalBlobStore(base_dir=str(tmp_path / "blobs")),
+            "processing": ProcessingResource.from_settings(settings),
+        },
+    )
+    return kafka_ingest_sensor(context)
+
+
+def _produce(kafka_ns: KafkaResource, topic: str, values: list[bytes]) -> None:
+    producer = kafka_ns.producer()
+    for i, value in enumerate(values):
+        producer.produce(topic, key=f"k{i}".encode(), value=value)
+    assert producer.flush(30) == 0
+
+
+def _message(path: Path, modality: str = "document") -> bytes:
+    return json.dumps({"source_id": path.name, "uri": path.as_uri(), "modality": modality}).encode()
+
+
+def _drain(kafka_ns: KafkaResource, topic: str, expected: int) -> list:
+    consumer = kafka_ns.consumer(f"reader-{topic}")
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    messages = []
+    for _ in range(100):
+        batch = consumer.consume(num_messages=expected, timeout=0.2)
+        messages += [m for m in batch if m.error() is None]
+        if len(messages) >= expected:
+            break
+    consumer.close()
+    return messages
+
+
+def test_messages_become_runs_and_poison_goes_to_the_dead_letter_topic(
+    instance, kafka_ns, corpus_dir: Path, tmp_path: Path, settings
+) -> None:
+    topics = kafka_ns.topics()
+    topic = topics.ingest(Modality.DOCUMENT)
+    pdf = corpus_dir / "documents/py-pdf-sample-files/026-latex-multicolumn/multicolumn.pdf"
+    text = corpus_dir / "documents/unstructured/example-docs/fake-text.txt"
+    _produce(
+        kafka_ns,
+        topic,
+        [
+            _message(pdf),
+            b"this is not json",
+            _message(text, "text"),
+            json.dumps(
+                {"source_id": "x", "uri": "file:///etc/passwd", "modality": "document"}
+            ).encode(),
+            _message(pdf),  # the same bytes again: the same document, a second run key
+        ],
+    )
+    result = _tick(instance, kafka_ns, tmp_path, settings, None)
+
+    keys = [r.run_key for r in result.run_requests]
+    assert keys == [f"{topic}:0:0", f"{topic}:0:2", f"{topic}:0:4"]
+    partitions = [r.partition_key for r in result.run_requests]
+    assert partitions[0] == partitions[2] != partitions[1]
+    (add,) = result.dynamic_partitions_requests
+    assert sorted(add.partition_keys) == sorted(set(partitions))
+    assert result.run_requests[0].tags["kb/source"] == f"{topic}:0:0"
+    assert json.loads(result.cursor)["next_offsets"] == {f"{topic}:0": 5}
+
+    # Not JSON: dlq.general. A file outside the allowed roots: refused, so dlq.<modality>.
+    (general,) = _drain(kafka_ns, topics.dlq(None), 1)
+    headers = headers_dict(general.headers())
+    assert general.value() == b"this is not json"
+    assert headers["error-class"] == "InvalidMessage" and headers["source-offset"] == "1"
+    assert headers["source-topic"] == topic and headers["first-failed-at"]
+    (refused,) = _drain(kafka_ns, topics.dlq(Modality.DOCUMENT), 1)
+    assert headers_dict(refused.headers())["error-class"] == "InvalidMessage"
+    assert b"/etc/passwd" in refused.value()
+
+    # Nothing new: no runs, cursor unchanged.
+    again = _tick(instance, kafka_ns, tmp_path, settings, result.cursor)
+    assert again.run_requests == [] and json.loads(again.cursor) == json.loads(result.cursor)
+
+
+def test_batches_are_bounded_and_a_lost_cursor_resumes_from_committed_offsets(
+    instance, kafka_ns, corpus_dir: Path, tmp_path: Path, settings
+) -> None:
+    topic = kafka_ns.topics().ingest(Modality.TEXT)
+    files = sorted((corpus_dir / "documents/unstructured/example-docs").glob("fake-text*.txt"))[:4]
+    _produce(kafka_ns, topic, [_message(f, "text") for f in files])
+    small = KafkaResource(**{**kafka_ns.model_dump(), "max_batch": 2})
+
+    first = _tick(instance, small, tmp_path, settings, None)
+    assert [r.run_key for r in first.run_requests] == [f"{topic}:0:0", f"{topic}:0:1"]
+    second = _tick(instance, small, tmp_path, settings, first.cursor)
+    assert [r.run_key for r in second.run_requests] == [f"{topic}:0:2", f"{topic}:0:3"]
+
+    # The group committed offset 1 (message 0 finished). The cursor is lost: reading resumes
+    # there, and the run keys are the ones already requested (Dagster skips them).
+    consumer = kafka_ns.consumer(kafka_ns.consumer_group)
+    consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+    consumer.close()
+    resumed = _tick(instance, kafka_ns, tmp_path, settings, None)
+    assert [r.run_key for r in resumed.run_requests] == [f"{topic}:0:{i}" for i in (1, 2, 3)]
