@@ -12,6 +12,7 @@ setup:
 
 up: setup
 	$(KB) services up
+	$(KB) topics
 
 # Stops what `up` started (the scripts need no virtualenv, so this works whatever state setup is in).
 down:

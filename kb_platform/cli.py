@@ -183,5 +183,92 @@ def search(query: str, mode: str, top: int, modality: tuple[str, ...]) -> None:
     es.close()
 
 
+@main.command()
+@click.option("--failed", "only_failed", is_flag=True, required=True, help="only failed documents")
+@click.option("--dagster-host", default="127.0.0.1", show_default=True)
+@click.option("--dagster-port", default=3000, show_default=True)
+@click.option("--in-process", is_flag=True, help="run them here, one after another")
+def reprocess(only_failed: bool, dagster_host: str, dagster_port: int, in_process: bool) -> None:
+    """Run the processing job again for exactly the documents whose last run failed."""
+    from dagster import DagsterInstance
+    from dagster_graphql import DagsterGraphQLClient
+
+    from kb_platform.runs import failed_partitions, launch, run_in_process
+
+    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))
+    with DagsterInstance.get() as instance:
+        doc_ids = failed_partitions(instance)
+        click.echo(f"{len(doc_ids)} failed documents")
+        if not doc_ids:
+            return
+        if in_process:
+            outcomes = run_in_process(instance, doc_ids)
+            summary = collections.Counter(o.error_class or o.status for o in outcomes)
+            click.echo(f"outcomes: {dict(sorted(summary.items()))}")
+            return
+    client = DagsterGraphQLClient(dagster_host, port_number=dagster_port)
+    for doc_id in doc_ids:
+        launch(client, doc_id, {"kb/reprocess": "failed"})
+    click.echo(f"launched {len(doc_ids)} runs")
+
+
+@main.command()
+def audit() -> None:
+    """Account for every offset of every ingest partition; exits 1 if any is unaccounted."""
+    from dagster import DagsterInstance
+
+    from kb_platform.kafka.audit import audit as audit_partitions
+    from kb_platform.kafka.audit import format_report
+    from kb_platform.resources import build_resources
+
+    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))
+    kafka = build_resources(get_settings())["kafka"]
+    consumer = kafka.consumer(kafka.consumer_group)
+    try:
+        with DagsterInstance.get() as instance:
+            report = audit_partitions(consumer, instance, kafka.topics().all_ingest())
+    finally:
+        consumer.close()
+    click.echo(format_report(report))
+    unaccounted = sum(row.unaccounted for row in report)
+    click.echo(f"unaccounted: {unaccounted}")
+    if unaccounted:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def produce(paths: tuple[Path, ...]) -> None:
+    """Produce an ingest message (file:// reference) for each file to kb.ingest.<modality>."""
+    from kb_platform.resources import build_resources
+
+    kafka = build_resources(get_settings())["kafka"]
+    producer = kafka.producer()
+    counts: collections.Counter[str] = collections.Counter()
+    for path in _files(paths):
+        modality = _declared_modality(path)
+        message = IngestMessage(source_id=str(path), uri=path.resolve().as_uri(), modality=modality)
+        topic = kafka.topics().ingest(modality)
+        producer.produce(topic, key=str(path).encode(), value=message.model_dump_json().encode())
+        producer.poll(0)
+        counts[topic] += 1
+    if producer.flush(60):
+        raise click.ClickException("the broker did not confirm every message")
+    click.echo(f"produced {dict(counts)}")
+
+
+@main.command()
+@click.option("--partitions", default=None, type=int, help="partitions of each new topic")
+def topics(partitions: int | None) -> None:
+    """Create the ingest and dead-letter topics that do not exist yet."""
+    from kb_platform.kafka.topics import ensure_topics
+    from kb_platform.resources import build_resources
+
+    kafka = build_resources(get_settings())["kafka"]
+    names = [*kafka.topics().all_ingest(), *kafka.topics().all_dlq()]
+    created = ensure_topics(kafka.admin(), names, partitions=partitions or kafka.topic_partitions)
+    click.echo(f"topics: {len(names)} ({len(created)} created)")
+
+
 if __name__ == "__main__":
     main()

@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster_graphql import DagsterGraphQLClient
 
 from kb_platform.defs.ingestion.partitions import documents_partitions
@@ -34,6 +34,19 @@ def register_partitions(instance: DagsterInstance, doc_ids: list[str]) -> None:
         instance.add_dynamic_partitions(documents_partitions.name, new)
 
 
+def failed_partitions(instance: DagsterInstance) -> list[str]:
+    """Documents whose latest processing run failed (healthy and in-flight ones excluded)."""
+    latest: dict[str, DagsterRunStatus] = {}
+    for run in instance.get_runs(RunsFilter(job_name=JOB)):  # newest first
+        key = run.tags.get("dagster/partition")
+        if key and key not in latest:
+            latest[key] = run.status
+    known = set(instance.get_dynamic_partitions(documents_partitions.name))
+    return sorted(
+        k for k, status in latest.items() if status is DagsterRunStatus.FAILURE and k in known
+    )
+
+
 def launch(client: DagsterGraphQLClient, doc_id: str, tags: dict[str, str]) -> str:
     return client.submit_job_execution(
         JOB,
@@ -43,16 +56,24 @@ def launch(client: DagsterGraphQLClient, doc_id: str, tags: dict[str, str]) -> s
     )
 
 
-def failure_class(instance: DagsterInstance, run_id: str) -> str | None:
-    """The error class of the run's failed step (our typed errors carry it as metadata)."""
-    for record in instance.get_records_for_run(
-        run_id, of_type=DagsterEventType.STEP_FAILURE
-    ).records:
+def failure_details(instance: DagsterInstance, run_id: str) -> tuple[str, str] | None:
+    """(error class, message) of the run's failed step; our typed errors carry both as
+    metadata, anything else gives its exception class and message."""
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_FAILURE).records
+    for record in records:
         data = record.event_log_entry.dagster_event.step_failure_data
-        if data.user_failure_data and "error_class" in data.user_failure_data.metadata:
-            return str(data.user_failure_data.metadata["error_class"].value)
-        return data.error.cls_name if data.error else "unknown"
+        metadata = data.user_failure_data.metadata if data.user_failure_data else {}
+        if "error_class" in metadata:
+            return str(metadata["error_class"].value), str(metadata["error_message"].value)
+        if data.error:
+            return data.error.cls_name or "unknown", data.error.message.strip()
+        return "unknown", ""
     return None
+
+
+def failure_class(instance: DagsterInstance, run_id: str) -> str | None:
+    details = failure_details(instance, run_id)
+    return details[0] if details else None
 
 
 def run_in_process(instance: DagsterInstance, doc_ids: list[str]) -> list[RunOutcome]:

@@ -151,21 +151,39 @@ class Retriever:
     def knn(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
         return self.knn_vector(self.encode_query(query), k, filters)
 
-    def hybrid(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
+    def hybrid(
+        self,
+        query: str,
+        k: int = 10,
+        filters: Filters | None = None,
+        *,
+        per_document: bool = False,
+    ) -> list[Hit]:
+        """BM25 and kNN fused by reciprocal rank. With ``per_document``, each list is first
+        collapsed to documents (a document ranks where its best chunk ranks) and documents are
+        fused: one hit per document, its best chunk as the citation."""
         window = max(k, self.fusion_window)
         lexical = self.bm25(query, window, filters)
         semantic = self.knn(query, window, filters)
-        by_id: dict[str, Hit] = {}
+        key = (lambda h: h.doc_id) if per_document else (lambda h: h.chunk_id)
+        best: dict[str, Hit] = {}
         ranks: dict[str, dict[str, int]] = {}
-        for hit in [*lexical, *semantic]:
-            by_id.setdefault(hit.chunk_id, hit)
-            ranks.setdefault(hit.chunk_id, {}).update(hit.ranks)
-        fused = reciprocal_rank_fusion(
-            [[h.chunk_id for h in lexical], [h.chunk_id for h in semantic]], k=self.rrf_k
-        )
+        rankings: list[list[str]] = []
+        for hits in (lexical, semantic):
+            ranking: list[str] = []
+            for hit in hits:
+                item = key(hit)
+                if item in ranking:
+                    continue  # a document's later chunks do not move it
+                ranking.append(item)
+                best.setdefault(item, hit)
+                mode, _ = next(iter(hit.ranks.items()))
+                ranks.setdefault(item, {})[mode] = len(ranking)
+            rankings.append(ranking)
+        fused = reciprocal_rank_fusion(rankings, k=self.rrf_k)
         return [
-            Hit(chunk_id, score, by_id[chunk_id].source, ranks[chunk_id])
-            for chunk_id, score in fused[:k]
+            Hit(best[item].chunk_id, score, best[item].source, ranks[item])
+            for item, score in fused[:k]
         ]
 
     def search(

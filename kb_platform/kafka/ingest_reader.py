@@ -78,3 +78,14 @@ def read_batch(
         elif error.code() != KafkaError._PARTITION_EOF:
             raise RuntimeError(f"reading {message.topic()}: {error}")
     return sorted(messages, key=lambda m: (m.topic(), m.partition(), m.offset()))
+
+
+def fetch_message(
+    consumer: Consumer, topic: str, partition: int, offset: int, timeout_s: float = 10.0
+) -> Message | None:
+    """The message at one offset (for dead-lettering the original after its run failed)."""
+    consumer.assign([TopicPartition(topic, partition, offset)])
+    for message in consumer.consume(num_messages=1, timeout=timeout_s):
+        if message.error() is None and message.offset() == offset:
+            return message
+    return None

@@ -60,6 +60,9 @@ def test_every_file_succeeds_or_fails_typed(
         assert elapsed < 2 * processing.timeout_s(Modality.IMAGE) + 60, path
     summary = {key: len(names) for key, names in sorted(outcomes.items())}
     print(f"\n{folder}: {summary} (slowest {slowest:.1f}s)")
+    for key, names in sorted(outcomes.items()):
+        if key != "ok":
+            print(f"  {key}: {', '.join(sorted(names))}")
     untyped = {k: v for k, v in outcomes.items() if k != "ok" and k not in TYPED}
     assert not untyped, untyped
     assert sum(summary.values()) == len(files)

@@ -178,3 +178,13 @@ def test_hybrid_retrieval_fuses_bm25_and_knn(es: Elasticsearch, names: IndexName
 
     only_text = retriever.knn("baking", k=4, filters=Filters(modality=["text"]))
     assert [h.doc_id for h in only_text] == ["cake"]
+
+    # A second chunk of the wing document: per document, it still counts once.
+    extra = _doc("wing", 1, "Wing vibration grows with transonic flow speed.", vectors[0])
+    bulk_with_retries(es, index_actions(names.write_alias, [extra]))
+    es.indices.refresh(index=names.read_alias)
+    chunks = retriever.hybrid(query, k=4)
+    assert [h.doc_id for h in chunks[:2]] == ["wing", "wing"]
+    documents = retriever.hybrid(query, k=4, per_document=True)
+    assert documents[0].doc_id == "wing"
+    assert len({h.doc_id for h in documents}) == len(documents)

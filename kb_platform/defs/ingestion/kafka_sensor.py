@@ -8,13 +8,14 @@ nothing is skipped silently. Run keys (``topic:partition:offset``) keep a re-rea
 from starting a second run.
 """
 
-from dagster import RunRequest, SensorEvaluationContext, SensorResult, sensor
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
 
 from kb_platform.config import get_settings
 from kb_platform.contracts import IngestMessage, Modality
 from kb_platform.defs.ingestion.partitions import documents_partitions
 from kb_platform.errors import InvalidMessage, KbError
 from kb_platform.intake import admit
+from kb_platform.kafka import ledger
 from kb_platform.kafka.dead_letters import DeadLetter, publish
 from kb_platform.kafka.ingest_reader import (
     IngestCursor,
@@ -23,6 +24,7 @@ from kb_platform.kafka.ingest_reader import (
     start_positions,
     topic_partitions,
 )
+from kb_platform.kafka.ledger import MessageState, source_key
 from kb_platform.resources.blob_store import BlobStore
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.processing import ProcessingResource
@@ -43,6 +45,7 @@ def source_tags(topic: str, partition: int, offset: int, doc_id: str) -> dict[st
 
 @sensor(
     job_name=JOB_NAME,
+    default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=10,
     description="Turns messages on kb.ingest.* into processing runs (one per document).",
 )
@@ -117,11 +120,17 @@ def kafka_ingest_sensor(
         producer = kafka.producer()
         for dlq_topic, letters in dead.items():
             publish(producer, dlq_topic, letters, DLQ_PUBLISH_TIMEOUT_S)
+            ledger.record(
+                context.instance,
+                [source_key(d.source_topic, d.source_partition, d.source_offset) for d in letters],
+                MessageState.DEAD_LETTERED,
+            )
     for topic_partition in positions:  # partitions with nothing new still get a cursor entry
         key = partition_key(topic_partition.topic, topic_partition.partition)
         if topic_partition.offset >= 0:
             cursor.next_offsets.setdefault(key, topic_partition.offset)
 
+    ledger.record_read_positions(context.instance, cursor.next_offsets)
     known = set(context.instance.get_dynamic_partitions(documents_partitions.name))
     additions = sorted(set(new_doc_ids) - known)
     context.log.info(

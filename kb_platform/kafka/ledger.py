@@ -1,0 +1,109 @@
+"""Where every ingest message stands: the accounting behind committed offsets and the audit.
+
+A message (``topic:partition:offset``) is *indexed* when the latest run for it succeeded,
+*dead-lettered* when it went to a dead-letter topic (at intake or after its run failed for the
+last time), *parked* when replays gave up on it, *in flight* while its run is queued, running
+or about to be retried, and *unread* past the sensor's position. Anything else is
+*unaccounted*, which the audit must never find. Dead letters and parking are recorded in the
+Dagster instance's key-value store; run states come from the runs' ``kb/source`` tags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+MARKER_PREFIX = "kb/ledger/"
+READ_PREFIX = "kb/ledger-read/"
+SETTLED_RUN_TAG = "kb/dead-lettered"
+
+
+class MessageState(StrEnum):
+    INDEXED = "indexed"
+    DEAD_LETTERED = "dead_lettered"
+    PARKED = "parked"
+    IN_FLIGHT = "in_flight"
+    UNREAD = "unread"
+    UNACCOUNTED = "unaccounted"
+
+
+SETTLED = {MessageState.INDEXED, MessageState.DEAD_LETTERED, MessageState.PARKED}
+_FINAL_FAILURE = {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+def source_key(topic: str, partition: int, offset: int) -> str:
+    return f"{topic}:{partition}:{offset}"
+
+
+def record(instance: DagsterInstance, keys: Iterable[str], state: MessageState) -> None:
+    """Marks messages as dead-lettered or parked (idempotent)."""
+    values = {f"{MARKER_PREFIX}{key}": state.value for key in keys}
+    if values:
+        instance.run_storage.set_cursor_values(values)
+
+
+def markers(instance: DagsterInstance, keys: list[str]) -> dict[str, MessageState]:
+    stored = instance.run_storage.get_cursor_values({f"{MARKER_PREFIX}{k}" for k in keys})
+    return {k.removeprefix(MARKER_PREFIX): MessageState(v) for k, v in stored.items()}
+
+
+def run_states(instance: DagsterInstance, topic: str, partition: int) -> dict[int, MessageState]:
+    """The state each offset's newest run gives it (offsets without runs are absent)."""
+    runs = instance.get_runs(
+        RunsFilter(tags={"kb/source-topic": topic, "kb/source-partition": str(partition)})
+    )
+    states: dict[int, MessageState] = {}
+    for run in reversed(runs):  # oldest first, so a newer run's state wins
+        offset = int(run.tags["kb/source-offset"])
+        if run.status is DagsterRunStatus.SUCCESS:
+            state = MessageState.INDEXED
+        elif run.status in _FINAL_FAILURE and run.tags.get(SETTLED_RUN_TAG) == "true":
+            state = MessageState.DEAD_LETTERED
+        else:
+            state = MessageState.IN_FLIGHT  # queued, running, or failed and not yet dead-lettered
+        if states.get(offset) is not MessageState.INDEXED:  # a success stays a success
+            states[offset] = state
+    return states
+
+
+def record_read_positions(instance: DagsterInstance, next_offsets: dict[str, int]) -> None:
+    """Where the ingest sensor reads next, per ``topic:partition`` (for commits and the audit)."""
+    if next_offsets:
+        instance.run_storage.set_cursor_values(
+            {f"{READ_PREFIX}{key}": str(offset) for key, offset in next_offsets.items()}
+        )
+
+
+def read_position(instance: DagsterInstance, topic: str, partition: int) -> int:
+    key = f"{READ_PREFIX}{topic}:{partition}"
+    return int(instance.run_storage.get_cursor_values({key}).get(key, 0))
+
+
+def classify(
+    instance: DagsterInstance, topic: str, partition: int, offsets: range, read_until: int
+) -> dict[int, MessageState]:
+    """The state of each offset in ``offsets``; ``read_until`` is the sensor's next offset."""
+    by_run = run_states(instance, topic, partition)
+    marked = markers(instance, [source_key(topic, partition, o) for o in offsets])
+    states = {}
+    for offset in offsets:
+        marker = marked.get(source_key(topic, partition, offset))
+        if marker is not None:
+            states[offset] = marker
+        elif offset in by_run:
+            states[offset] = by_run[offset]
+        elif offset >= read_until:
+            states[offset] = MessageState.UNREAD
+        else:
+            states[offset] = MessageState.UNACCOUNTED
+    return states
+
+
+def committable(committed: int, states: dict[int, MessageState]) -> int:
+    """The offset the group may commit: past the contiguous settled prefix from ``committed``."""
+    offset = committed
+    while states.get(offset) in SETTLED:
+        offset += 1
+    return offset

@@ -1,0 +1,146 @@
+"""Produce -> sensor -> runs -> dead letters -> committed offsets -> audit, on the real broker,
+Elasticsearch and a Dagster instance: every offset ends indexed or dead-lettered."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import TopicPartition
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    Definitions,
+    FilesystemIOManager,
+    build_run_status_sensor_context,
+    build_sensor_context,
+    in_process_executor,
+)
+
+from kb_platform.config import get_settings
+from kb_platform.contracts import Modality
+from kb_platform.defs import embeddings, ingestion, processing, search
+from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
+from kb_platform.defs.reliability.dead_letter_sensor import dead_letter_on_failure
+from kb_platform.defs.reliability.offset_commit_sensor import commit_settled_offsets
+from kb_platform.index.lifecycle import delete_family
+from kb_platform.index.mapping import IndexNames
+from kb_platform.kafka.audit import audit
+from kb_platform.kafka.dead_letters import headers_dict
+from kb_platform.kafka.ledger import MessageState
+from kb_platform.kafka.topics import ensure_topics
+from kb_platform.resources.blob_store import LocalBlobStore
+from kb_platform.resources.elasticsearch import ElasticsearchResource
+from kb_platform.resources.kafka import KafkaResource
+from kb_platform.resources.parquet_io import ParquetIOManager
+from kb_platform.resources.processing import ProcessingResource
+from kb_platform.runs import failed_partitions
+from kb_platform_tests.integration.test_kafka_ingest_sensor import _drain, _message, _produce
+
+
+@pytest.fixture
+def stack(
+    kafka: KafkaResource, es, unique_name: str, tmp_path: Path, settings
+) -> Iterator[tuple[DagsterInstance, Definitions, KafkaResource]]:
+    scoped = KafkaResource(
+        bootstrap_servers=kafka.bootstrap_servers,
+        ingest_topic_prefix=f"{unique_name}.ingest.",
+        dlq_topic_prefix=f"{unique_name}.dlq.",
+        consumer_group=f"{unique_name}-group",
+        poll_timeout_s=3.0,
+    )
+    topics = scoped.topics()
+    ensure_topics(scoped.admin(), [*topics.all_ingest(), *topics.all_dlq()], partitions=1)
+    index_base = f"rel-{uuid.uuid4().hex[:8]}"
+    resources = {
+        "kafka": scoped,
+        "blob_store": LocalBlobStore(base_dir=str(tmp_path / "blobs")),
+        "processing": ProcessingResource.from_settings(settings),
+        "elasticsearch": ElasticsearchResource(
+            url=get_settings().elasticsearch_url, index_base=index_base
+        ),
+        "parquet_io_manager": ParquetIOManager(base_uri=str(tmp_path / "tables")),
+        "io_manager": FilesystemIOManager(base_dir=str(tmp_path / "assets")),
+    }
+    defs = Definitions.merge(
+        ingestion.defs,
+        processing.defs,
+        embeddings.defs,
+        search.defs,
+        Definitions(resources=resources, executor=in_process_executor),
+    )
+    with DagsterInstance.ephemeral() as instance:
+        yield instance, defs, scoped
+    delete_family(es, IndexNames(index_base))
+
+
+def test_every_offset_ends_indexed_or_dead_lettered(stack, corpus_dir: Path) -> None:
+    instance, defs, kafka = stack
+    topic = kafka.topics().ingest(Modality.DOCUMENT)
+    corrupt = next((corpus_dir / "documents").rglob("unreadablemetadata.pdf"))
+    good = corpus_dir / "documents/unstructured/example-docs/fake-text.txt"
+    _produce(kafka, topic, [_message(good), b"{not json", _message(corrupt)])
+
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        tick = kafka_ingest_sensor(context)
+    assert len(tick.run_requests) == 2
+    instance.add_dynamic_partitions(
+        "documents", list(tick.dynamic_partitions_requests[0].partition_keys)
+    )
+
+    job = defs.resolve_job_def("process_documents")
+    results = [
+        job.execute_in_process(
+            instance=instance, partition_key=r.partition_key, tags=r.tags, raise_on_error=False
+        )
+        for r in tick.run_requests
+    ]
+    assert [r.success for r in results] == [True, False]
+    # `kb-platform reprocess --failed` would pick exactly the failed document.
+    assert failed_partitions(instance) == [tick.run_requests[1].partition_key]
+
+    # Before the failed run is dead-lettered, the commit stops in front of it.
+    _commit(instance, kafka)
+    assert _committed(kafka, topic) == 2
+
+    failed_run = instance.get_run_by_id(results[1].run_id)
+    failure = next(e for e in results[1].all_events if e.event_type is DagsterEventType.RUN_FAILURE)
+    context = build_run_status_sensor_context(
+        sensor_name="dead_letter_on_failure",
+        dagster_instance=instance,
+        dagster_run=failed_run,
+        dagster_event=failure,
+        resources={"kafka": kafka},
+    ).for_run_failure()
+    dead_letter_on_failure(context)
+    dead_letter_on_failure(context)  # a second evaluation publishes nothing more
+
+    (letter,) = _drain(kafka, kafka.topics().dlq(Modality.DOCUMENT), 1)
+    headers = headers_dict(letter.headers())
+    assert headers["error-class"] == "Corrupt" and headers["run-id"] == results[1].run_id
+    assert headers["source-offset"] == "2" and headers["attempts"] == "1"
+    assert json.loads(letter.value())["uri"] == corrupt.as_uri()
+    assert len(_drain(kafka, kafka.topics().dlq(Modality.DOCUMENT), 2)) == 1
+
+    _commit(instance, kafka)
+    assert _committed(kafka, topic) == 3
+    consumer = kafka.consumer(kafka.consumer_group)
+    (row,) = [r for r in audit(consumer, instance, kafka.topics().all_ingest()) if r.topic == topic]
+    consumer.close()
+    assert row.counts == {MessageState.INDEXED: 1, MessageState.DEAD_LETTERED: 2}
+    assert row.unaccounted == 0 and row.lag == 0
+
+
+def _commit(instance: DagsterInstance, kafka: KafkaResource) -> None:
+    with build_sensor_context(instance=instance, resources={"kafka": kafka}) as context:
+        commit_settled_offsets(context)
+
+
+def _committed(kafka: KafkaResource, topic: str) -> int:
+    consumer = kafka.consumer(kafka.consumer_group)
+    (tp,) = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    consumer.close()
+    return tp.offset
