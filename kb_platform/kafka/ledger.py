@@ -90,7 +90,9 @@ def classify(
     states = {}
     for offset in offsets:
         marker = marked.get(source_key(topic, partition, offset))
-        if marker is not None:
+        if by_run.get(offset) is MessageState.INDEXED:
+            states[offset] = MessageState.INDEXED  # e.g. a dead letter replayed successfully
+        elif marker is not None:
             states[offset] = marker
         elif offset in by_run:
             states[offset] = by_run[offset]

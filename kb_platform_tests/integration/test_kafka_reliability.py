@@ -4,6 +4,7 @@ Elasticsearch and a Dagster instance: every offset ends indexed or dead-lettered
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,12 +26,13 @@ from kb_platform.contracts import Modality
 from kb_platform.defs import embeddings, ingestion, processing, search
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
 from kb_platform.defs.reliability.dead_letter_sensor import dead_letter_on_failure
+from kb_platform.defs.reliability.dlq_replay_sensor import MAX_ATTEMPTS, dlq_replay, replay_delay_s
 from kb_platform.defs.reliability.offset_commit_sensor import commit_settled_offsets
 from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
 from kb_platform.kafka.audit import audit
-from kb_platform.kafka.dead_letters import headers_dict
-from kb_platform.kafka.ledger import MessageState
+from kb_platform.kafka.dead_letters import DeadLetter, headers_dict
+from kb_platform.kafka.ledger import MessageState, markers
 from kb_platform.kafka.topics import ensure_topics
 from kb_platform.resources.blob_store import LocalBlobStore
 from kb_platform.resources.elasticsearch import ElasticsearchResource
@@ -144,3 +146,46 @@ def _committed(kafka: KafkaResource, topic: str) -> int:
     (tp,) = consumer.committed([TopicPartition(topic, 0)], timeout=10)
     consumer.close()
     return tp.offset
+
+
+def test_dead_letters_are_replayed_with_backoff_then_parked(stack) -> None:
+    instance, _, kafka = stack
+    topic = kafka.topics().ingest(Modality.DOCUMENT)
+    dlq = kafka.topics().dlq(Modality.DOCUMENT)
+    now_ms = int(time.time() * 1000)
+    letters = [
+        # (attempts, published how long ago): due, parked, intake refusal, not yet due
+        (
+            DeadLetter(b"k", b"{}", topic, 0, 10, "Corrupt", "bad", doc_id="a" * 16, attempts=1),
+            7200,
+        ),
+        (
+            DeadLetter(
+                b"k", b"{}", topic, 0, 11, "Timeout", "slow", doc_id="b" * 16, attempts=MAX_ATTEMPTS
+            ),
+            7200,
+        ),
+        (DeadLetter(b"k", b"{}", topic, 0, 12, "TooLarge", "big", attempts=1), 7200),
+        (DeadLetter(b"k", b"{}", topic, 0, 13, "Corrupt", "bad", doc_id="c" * 16, attempts=2), 10),
+    ]
+    producer = kafka.producer()
+    for letter, age_s in letters:
+        producer.produce(
+            dlq,
+            key=letter.key,
+            value=letter.value,
+            headers=letter.headers(),
+            timestamp=now_ms - age_s * 1000,
+        )
+    assert producer.flush(30) == 0
+
+    with build_sensor_context(instance=instance, resources={"kafka": kafka}) as context:
+        result = dlq_replay(context)
+    (request,) = result.run_requests
+    assert request.partition_key == "a" * 16
+    assert request.tags["kb/attempt"] == "2" and request.run_key == f"replay:{topic}:0:10:2"
+    assert json.loads(result.cursor)["next_offsets"] == {f"{dlq}:0": 3}  # waits at offset 3
+    assert markers(instance, [f"{topic}:0:11", f"{topic}:0:12"]) == {
+        f"{topic}:0:11": MessageState.PARKED
+    }
+    assert replay_delay_s(1) == 60 and replay_delay_s(3) == 240 and replay_delay_s(20) == 3600

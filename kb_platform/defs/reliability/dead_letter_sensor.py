@@ -65,7 +65,7 @@ def dead_letter_on_failure(context: RunFailureSensorContext, kafka: KafkaResourc
         error_message=error_message,
         doc_id=tags.get("kb/doc_id", ""),
         run_id=run.run_id,
-        attempts=int(tags.get("dagster/retry_number", "0")) + 1,
+        attempts=int(tags.get("kb/attempt", "1")) + int(tags.get("dagster/retry_number", "0")),
         first_failed_at=_first_failed_at(context),
     )
     publish(

@@ -1,0 +1,94 @@
+"""``dlq_replay``: dead-lettered documents are tried again with exponential backoff per attempt;
+after ``max_attempts`` they are parked (settled, counted by the audit) instead.
+
+Only ``dlq.<modality>.processing`` is replayed: what is in ``dlq.general`` could not even be
+parsed, and trying it again cannot help.
+"""
+
+import time
+
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
+
+from kb_platform.contracts import Modality
+from kb_platform.kafka import ledger
+from kb_platform.kafka.dead_letters import headers_dict
+from kb_platform.kafka.ingest_reader import (
+    IngestCursor,
+    partition_key,
+    read_batch,
+    start_positions,
+    topic_partitions,
+)
+from kb_platform.kafka.ledger import MessageState
+from kb_platform.resources.kafka import KafkaResource
+from kb_platform.runs import JOB
+
+MAX_ATTEMPTS = 4
+BASE_DELAY_S = 60.0
+MAX_DELAY_S = 3600.0
+
+
+def replay_delay_s(attempts: int, base_s: float = BASE_DELAY_S) -> float:
+    """Wait after the ``attempts``-th failure: base, 2 x base, 4 x base, ... up to an hour."""
+    return min(base_s * 2 ** max(attempts - 1, 0), MAX_DELAY_S)
+
+
+@sensor(
+    job_name=JOB,
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Replays dead-lettered documents with backoff; parks them after the last try.",
+)
+def dlq_replay(context: SensorEvaluationContext, kafka: KafkaResource) -> SensorResult:
+    topics = kafka.topics()
+    cursor = IngestCursor.from_json(context.cursor)
+    consumer = kafka.consumer(f"{kafka.consumer_group}-replay")
+    try:
+        partitions = topic_partitions(consumer, [topics.dlq(m) for m in Modality])
+        positions = start_positions(consumer, partitions, cursor)
+        letters = read_batch(consumer, positions, kafka.max_batch, kafka.poll_timeout_s)
+    finally:
+        consumer.close()
+
+    requests, parked, waiting = [], [], set()
+    now = time.time()
+    for letter in letters:
+        where = partition_key(letter.topic(), letter.partition())
+        if where in waiting:
+            continue
+        headers = headers_dict(letter.headers())
+        attempts = int(headers.get("attempts", "1"))
+        source = (
+            f"{headers['source-topic']}:{headers['source-partition']}:{headers['source-offset']}"
+        )
+        doc_id = headers.get("doc-id", "")
+        if not doc_id:
+            pass  # refused at intake: the same content would be refused again; stays dead-lettered
+        elif attempts >= MAX_ATTEMPTS:
+            parked.append(source)
+        else:
+            _, published_ms = letter.timestamp()
+            if now < published_ms / 1000 + replay_delay_s(attempts):
+                waiting.add(where)  # letters are in time order: the rest of this partition waits
+                continue
+            requests.append(
+                RunRequest(
+                    run_key=f"replay:{source}:{attempts + 1}",
+                    partition_key=doc_id,
+                    tags={
+                        "kb/source": source,
+                        "kb/source-topic": headers["source-topic"],
+                        "kb/source-partition": headers["source-partition"],
+                        "kb/source-offset": headers["source-offset"],
+                        "kb/doc_id": doc_id,
+                        "kb/attempt": str(attempts + 1),
+                        "kb/replay-of": headers.get("run-id", ""),
+                    },
+                )
+            )
+        cursor.next_offsets[where] = letter.offset() + 1
+    ledger.record(context.instance, parked, MessageState.PARKED)
+    context.log.info(
+        "%d dead letters: %d replayed, %d parked", len(letters), len(requests), len(parked)
+    )
+    return SensorResult(run_requests=requests, cursor=cursor.to_json())
