@@ -18,6 +18,7 @@ from kb_platform.kafka.topics import ensure_topics
 from kb_platform.resources.blob_store import LocalBlobStore
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.processing import ProcessingResource
+from kb_platform_tests.integration.kafka_helpers import drain, message, produce
 
 
 @pytest.fixture
@@ -55,30 +56,6 @@ def _tick(instance, kafka_ns, tmp_path: Path, settings, cursor: str | None) -> S
     return kafka_ingest_sensor(context)
 
 
-def _produce(kafka_ns: KafkaResource, topic: str, values: list[bytes]) -> None:
-    producer = kafka_ns.producer()
-    for i, value in enumerate(values):
-        producer.produce(topic, key=f"k{i}".encode(), value=value)
-    assert producer.flush(30) == 0
-
-
-def _message(path: Path, modality: str = "document") -> bytes:
-    return json.dumps({"source_id": path.name, "uri": path.as_uri(), "modality": modality}).encode()
-
-
-def _drain(kafka_ns: KafkaResource, topic: str, expected: int) -> list:
-    consumer = kafka_ns.consumer(f"reader-{topic}")
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    messages = []
-    for _ in range(100):
-        batch = consumer.consume(num_messages=expected, timeout=0.2)
-        messages += [m for m in batch if m.error() is None]
-        if len(messages) >= expected:
-            break
-    consumer.close()
-    return messages
-
-
 def test_messages_become_runs_and_poison_goes_to_the_dead_letter_topic(
     instance, kafka_ns, corpus_dir: Path, tmp_path: Path, settings
 ) -> None:
@@ -86,17 +63,17 @@ def test_messages_become_runs_and_poison_goes_to_the_dead_letter_topic(
     topic = topics.ingest(Modality.DOCUMENT)
     pdf = corpus_dir / "documents/py-pdf-sample-files/026-latex-multicolumn/multicolumn.pdf"
     text = corpus_dir / "documents/unstructured/example-docs/fake-text.txt"
-    _produce(
+    produce(
         kafka_ns,
         topic,
         [
-            _message(pdf),
+            message(pdf),
             b"this is not json",
-            _message(text, "text"),
+            message(text, "text"),
             json.dumps(
                 {"source_id": "x", "uri": "file:///etc/passwd", "modality": "document"}
             ).encode(),
-            _message(pdf),  # the same bytes again: the same document, a second run key
+            message(pdf),  # the same bytes again: the same document, a second run key
         ],
     )
     result = _tick(instance, kafka_ns, tmp_path, settings, None)
@@ -111,12 +88,12 @@ def test_messages_become_runs_and_poison_goes_to_the_dead_letter_topic(
     assert json.loads(result.cursor)["next_offsets"] == {f"{topic}:0": 5}
 
     # Not JSON: dlq.general. A file outside the allowed roots: refused, so dlq.<modality>.
-    (general,) = _drain(kafka_ns, topics.dlq(None), 1)
+    (general,) = drain(kafka_ns, topics.dlq(None), 1)
     headers = headers_dict(general.headers())
     assert general.value() == b"this is not json"
     assert headers["error-class"] == "InvalidMessage" and headers["source-offset"] == "1"
     assert headers["source-topic"] == topic and headers["first-failed-at"]
-    (refused,) = _drain(kafka_ns, topics.dlq(Modality.DOCUMENT), 1)
+    (refused,) = drain(kafka_ns, topics.dlq(Modality.DOCUMENT), 1)
     assert headers_dict(refused.headers())["error-class"] == "InvalidMessage"
     assert b"/etc/passwd" in refused.value()
 
@@ -130,7 +107,7 @@ def test_batches_are_bounded_and_a_lost_cursor_resumes_from_committed_offsets(
 ) -> None:
     topic = kafka_ns.topics().ingest(Modality.TEXT)
     files = sorted((corpus_dir / "documents/unstructured/example-docs").glob("fake-text*.txt"))[:4]
-    _produce(kafka_ns, topic, [_message(f, "text") for f in files])
+    produce(kafka_ns, topic, [message(f, "text") for f in files])
     small = KafkaResource(**{**kafka_ns.model_dump(), "max_batch": 2})
 
     first = _tick(instance, small, tmp_path, settings, None)

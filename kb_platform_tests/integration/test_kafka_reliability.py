@@ -5,78 +5,27 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from confluent_kafka import TopicPartition
 from dagster import (
     DagsterEventType,
     DagsterInstance,
-    Definitions,
-    FilesystemIOManager,
     build_run_status_sensor_context,
     build_sensor_context,
-    in_process_executor,
 )
 
-from kb_platform.config import get_settings
 from kb_platform.contracts import Modality
-from kb_platform.defs import embeddings, ingestion, processing, search
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
 from kb_platform.defs.reliability.dead_letter_sensor import dead_letter_on_failure
 from kb_platform.defs.reliability.dlq_replay_sensor import MAX_ATTEMPTS, dlq_replay, replay_delay_s
 from kb_platform.defs.reliability.offset_commit_sensor import commit_settled_offsets
-from kb_platform.index.lifecycle import delete_family
-from kb_platform.index.mapping import IndexNames
 from kb_platform.kafka.audit import audit
 from kb_platform.kafka.dead_letters import DeadLetter, headers_dict
 from kb_platform.kafka.ledger import MessageState, markers
-from kb_platform.kafka.topics import ensure_topics
-from kb_platform.resources.blob_store import LocalBlobStore
-from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.kafka import KafkaResource
-from kb_platform.resources.parquet_io import ParquetIOManager
-from kb_platform.resources.processing import ProcessingResource
 from kb_platform.runs import failed_partitions
-from kb_platform_tests.integration.test_kafka_ingest_sensor import _drain, _message, _produce
-
-
-@pytest.fixture
-def stack(
-    kafka: KafkaResource, es, unique_name: str, tmp_path: Path, settings
-) -> Iterator[tuple[DagsterInstance, Definitions, KafkaResource]]:
-    scoped = KafkaResource(
-        bootstrap_servers=kafka.bootstrap_servers,
-        ingest_topic_prefix=f"{unique_name}.ingest.",
-        dlq_topic_prefix=f"{unique_name}.dlq.",
-        consumer_group=f"{unique_name}-group",
-        poll_timeout_s=3.0,
-    )
-    topics = scoped.topics()
-    ensure_topics(scoped.admin(), [*topics.all_ingest(), *topics.all_dlq()], partitions=1)
-    index_base = f"rel-{uuid.uuid4().hex[:8]}"
-    resources = {
-        "kafka": scoped,
-        "blob_store": LocalBlobStore(base_dir=str(tmp_path / "blobs")),
-        "processing": ProcessingResource.from_settings(settings),
-        "elasticsearch": ElasticsearchResource(
-            url=get_settings().elasticsearch_url, index_base=index_base
-        ),
-        "parquet_io_manager": ParquetIOManager(base_uri=str(tmp_path / "tables")),
-        "io_manager": FilesystemIOManager(base_dir=str(tmp_path / "assets")),
-    }
-    defs = Definitions.merge(
-        ingestion.defs,
-        processing.defs,
-        embeddings.defs,
-        search.defs,
-        Definitions(resources=resources, executor=in_process_executor),
-    )
-    with DagsterInstance.ephemeral() as instance:
-        yield instance, defs, scoped
-    delete_family(es, IndexNames(index_base))
+from kb_platform_tests.integration.kafka_helpers import drain, message, produce
 
 
 def test_every_offset_ends_indexed_or_dead_lettered(stack, corpus_dir: Path) -> None:
@@ -84,7 +33,7 @@ def test_every_offset_ends_indexed_or_dead_lettered(stack, corpus_dir: Path) -> 
     topic = kafka.topics().ingest(Modality.DOCUMENT)
     corrupt = next((corpus_dir / "documents").rglob("unreadablemetadata.pdf"))
     good = corpus_dir / "documents/unstructured/example-docs/fake-text.txt"
-    _produce(kafka, topic, [_message(good), b"{not json", _message(corrupt)])
+    produce(kafka, topic, [message(good), b"{not json", message(corrupt)])
 
     with build_sensor_context(instance=instance, resources=defs.resources) as context:
         tick = kafka_ingest_sensor(context)
@@ -120,12 +69,12 @@ def test_every_offset_ends_indexed_or_dead_lettered(stack, corpus_dir: Path) -> 
     dead_letter_on_failure(context)
     dead_letter_on_failure(context)  # a second evaluation publishes nothing more
 
-    (letter,) = _drain(kafka, kafka.topics().dlq(Modality.DOCUMENT), 1)
+    (letter,) = drain(kafka, kafka.topics().dlq(Modality.DOCUMENT), 1)
     headers = headers_dict(letter.headers())
     assert headers["error-class"] == "Corrupt" and headers["run-id"] == results[1].run_id
     assert headers["source-offset"] == "2" and headers["attempts"] == "1"
     assert json.loads(letter.value())["uri"] == corrupt.as_uri()
-    assert len(_drain(kafka, kafka.topics().dlq(Modality.DOCUMENT), 2)) == 1
+    assert len(drain(kafka, kafka.topics().dlq(Modality.DOCUMENT), 2)) == 1
 
     _commit(instance, kafka)
     assert _committed(kafka, topic) == 3

@@ -1,0 +1,57 @@
+"""Fixtures of the integration tests that several modules share."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, Definitions, FilesystemIOManager, in_process_executor
+
+from kb_platform.config import get_settings
+from kb_platform.defs import embeddings, ingestion, processing, search
+from kb_platform.index.lifecycle import delete_family
+from kb_platform.index.mapping import IndexNames
+from kb_platform.kafka.topics import ensure_topics
+from kb_platform.resources.blob_store import LocalBlobStore
+from kb_platform.resources.elasticsearch import ElasticsearchResource
+from kb_platform.resources.kafka import KafkaResource
+from kb_platform.resources.parquet_io import ParquetIOManager
+from kb_platform.resources.processing import ProcessingResource
+
+
+@pytest.fixture
+def stack(
+    kafka: KafkaResource, es, unique_name: str, tmp_path: Path, settings
+) -> Iterator[tuple[DagsterInstance, Definitions, KafkaResource]]:
+    scoped = KafkaResource(
+        bootstrap_servers=kafka.bootstrap_servers,
+        ingest_topic_prefix=f"{unique_name}.ingest.",
+        dlq_topic_prefix=f"{unique_name}.dlq.",
+        consumer_group=f"{unique_name}-group",
+        poll_timeout_s=3.0,
+    )
+    topics = scoped.topics()
+    ensure_topics(scoped.admin(), [*topics.all_ingest(), *topics.all_dlq()], partitions=1)
+    index_base = f"rel-{uuid.uuid4().hex[:8]}"
+    resources = {
+        "kafka": scoped,
+        "blob_store": LocalBlobStore(base_dir=str(tmp_path / "blobs")),
+        "processing": ProcessingResource.from_settings(settings),
+        "elasticsearch": ElasticsearchResource(
+            url=get_settings().elasticsearch_url, index_base=index_base
+        ),
+        "parquet_io_manager": ParquetIOManager(base_uri=str(tmp_path / "tables")),
+        "io_manager": FilesystemIOManager(base_dir=str(tmp_path / "assets")),
+    }
+    defs = Definitions.merge(
+        ingestion.defs,
+        processing.defs,
+        embeddings.defs,
+        search.defs,
+        Definitions(resources=resources, executor=in_process_executor),
+    )
+    with DagsterInstance.ephemeral() as instance:
+        yield instance, defs, scoped
+    delete_family(es, IndexNames(index_base))

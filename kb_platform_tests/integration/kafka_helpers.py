@@ -1,0 +1,34 @@
+"""Producing and reading test messages on the real broker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from confluent_kafka import TopicPartition
+
+from kb_platform.resources.kafka import KafkaResource
+
+
+def produce(kafka_ns: KafkaResource, topic: str, values: list[bytes]) -> None:
+    producer = kafka_ns.producer()
+    for i, value in enumerate(values):
+        producer.produce(topic, key=f"k{i}".encode(), value=value)
+    assert producer.flush(30) == 0
+
+
+def message(path: Path, modality: str = "document") -> bytes:
+    return json.dumps({"source_id": path.name, "uri": path.as_uri(), "modality": modality}).encode()
+
+
+def drain(kafka_ns: KafkaResource, topic: str, expected: int) -> list:
+    consumer = kafka_ns.consumer(f"reader-{topic}")
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    messages = []
+    for _ in range(100):
+        batch = consumer.consume(num_messages=expected, timeout=0.2)
+        messages += [m for m in batch if m.error() is None]
+        if len(messages) >= expected:
+            break
+    consumer.close()
+    return messages

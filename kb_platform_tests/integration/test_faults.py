@@ -1,0 +1,114 @@
+"""Real faults, healed: Elasticsearch down during a run (step retries with backoff carry it
+through), the broker down during a sensor tick (the tick fails without moving the cursor and
+the next one after the restart picks up where it was). The shared servers are stopped and
+started again by their own scripts."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaException
+from dagster import AssetKey, build_sensor_context, materialize
+
+from kb_platform.config import REPO_ROOT
+from kb_platform.contracts import Modality
+from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
+from kb_platform_tests.integration.kafka_helpers import message, produce
+
+
+def _service(name: str, action: str) -> None:
+    script = REPO_ROOT / "deploy" / "local" / name / f"{name}.sh"
+    subprocess.run(["bash", str(script), action], check=True, capture_output=True, timeout=180)
+
+
+@pytest.fixture
+def restart_after() -> threading.Thread:
+    """Starts a service again after a delay, in the background (and for sure at the end)."""
+    started: list[tuple[str, threading.Thread]] = []
+
+    def schedule(name: str, delay_s: float) -> threading.Thread:
+        thread = threading.Thread(target=lambda: (time.sleep(delay_s), _service(name, "up")))
+        thread.start()
+        started.append((name, thread))
+        return thread
+
+    yield schedule
+    for name, thread in started:
+        thread.join()
+        _service(name, "up")
+
+
+def test_elasticsearch_outage_heals_within_step_retries(
+    stack,
+    corpus_dir: Path,
+    restart_after,
+) -> None:
+    instance, defs, kafka = stack
+    topic = kafka.topics().ingest(Modality.TEXT)
+    produce(
+        kafka,
+        topic,
+        [message(corpus_dir / "documents/unstructured/example-docs/fake-text.txt", "text")],
+    )
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        (request,) = kafka_ingest_sensor(context).run_requests
+    instance.add_dynamic_partitions("documents", [request.partition_key])
+
+    job = defs.resolve_job_def("process_documents")
+    healthy = job.execute_in_process(
+        instance=instance, partition_key=request.partition_key, tags=request.tags
+    )
+    assert healthy.success  # everything up to the index is stored
+
+    # Now the indexing step alone, with Elasticsearch down until well into its retries.
+    _service("elasticsearch", "down")
+    restart_after("elasticsearch", 8)
+    result = materialize(
+        list(defs.assets),
+        selection=[AssetKey("search_index")],
+        partition_key=request.partition_key,
+        instance=instance,
+        resources=defs.resources,
+        tags=request.tags,
+        raise_on_error=False,
+    )
+    assert result.success
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert any(e.step_key == "search_index" for e in retries)
+
+
+def test_broker_down_fails_the_tick_without_losing_the_cursor(
+    stack,
+    corpus_dir: Path,
+    restart_after,
+) -> None:
+    instance, defs, kafka = stack
+    topic = kafka.topics().ingest(Modality.TEXT)
+    files = sorted((corpus_dir / "documents/unstructured/example-docs").glob("fake-text*.txt"))
+    produce(kafka, topic, [message(files[0], "text")])
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        first = kafka_ingest_sensor(context)
+    assert [r.run_key for r in first.run_requests] == [f"{topic}:0:0"]
+
+    _service("kafka", "down")
+    started = time.monotonic()
+    with (
+        pytest.raises(KafkaException),
+        build_sensor_context(
+            instance=instance, resources=defs.resources, cursor=first.cursor
+        ) as context,
+    ):
+        kafka_ingest_sensor(context)
+    assert time.monotonic() - started < 60  # a tick never blocks the daemon for long
+    restart_after("kafka", 0).join()
+
+    produce(kafka, topic, [message(files[1], "text")])
+    with build_sensor_context(
+        instance=instance, resources=defs.resources, cursor=first.cursor
+    ) as context:
+        after = kafka_ingest_sensor(context)
+    assert [r.run_key for r in after.run_requests] == [f"{topic}:0:1"]
