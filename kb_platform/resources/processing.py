@@ -8,6 +8,8 @@ from kb_platform.config import Settings
 from kb_platform.contracts import Modality
 from kb_platform.extraction.limits import Limits
 
+RUN_OVERHEAD_S = 120
+
 
 class ProcessingResource(ConfigurableResource):
     max_bytes: int
@@ -41,6 +43,12 @@ class ProcessingResource(ConfigurableResource):
             render_dpi=self.render_dpi,
             ocr_dpi=self.ocr_dpi,
         )
+
+    def run_tags(self, modality: Modality) -> dict[str, str]:
+        """The run-level time limit: the modality's work limit plus room for the run's own
+        start-up (process, models). The work itself is stopped at the modality's limit by the
+        steps (kb_platform.isolation); this catches whatever else might hang."""
+        return {"dagster/max_runtime": str(int(self.timeout_s(modality)) + RUN_OVERHEAD_S)}
 
     def timeout_s(self, modality: Modality) -> float:
         return {

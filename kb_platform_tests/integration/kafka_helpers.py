@@ -7,6 +7,7 @@ from pathlib import Path
 
 from confluent_kafka import TopicPartition
 
+from kb_platform.kafka.audit import audit
 from kb_platform.resources.kafka import KafkaResource
 
 
@@ -32,3 +33,21 @@ def drain(kafka_ns: KafkaResource, topic: str, expected: int) -> list:
             break
     consumer.close()
     return messages
+
+
+def assert_all_accounted(instance, kafka: KafkaResource) -> None:
+    """The audit finds every offset of the test's ingest topics in a known state."""
+    consumer = kafka.consumer(kafka.consumer_group)
+    try:
+        report = audit(consumer, instance, kafka.topics().all_ingest())
+    finally:
+        consumer.close()
+    assert report and all(row.unaccounted == 0 for row in report), report
+
+
+def assert_no_duplicate_chunks(es, alias: str, doc_id: str) -> None:
+    hits = es.search(
+        index=alias, query={"term": {"doc_id": doc_id}}, size=1000, source=["chunk_id"]
+    )
+    ids = [h["_source"]["chunk_id"] for h in hits["hits"]["hits"]]
+    assert ids and len(ids) == len(set(ids))

@@ -17,7 +17,12 @@ from dagster import AssetKey, build_sensor_context, materialize
 from kb_platform.config import REPO_ROOT
 from kb_platform.contracts import Modality
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
-from kb_platform_tests.integration.kafka_helpers import message, produce
+from kb_platform_tests.integration.kafka_helpers import (
+    assert_all_accounted,
+    assert_no_duplicate_chunks,
+    message,
+    produce,
+)
 
 
 def _service(name: str, action: str) -> None:
@@ -43,6 +48,7 @@ def restart_after() -> threading.Thread:
 
 
 def test_elasticsearch_outage_heals_within_step_retries(
+    es,
     stack,
     corpus_dir: Path,
     restart_after,
@@ -79,6 +85,9 @@ def test_elasticsearch_outage_heals_within_step_retries(
     assert result.success
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert any(e.step_key == "search_index" for e in retries)
+    alias = defs.resources["elasticsearch"].names.read_alias
+    assert_no_duplicate_chunks(es, alias, request.partition_key)
+    assert_all_accounted(instance, kafka)
 
 
 def test_broker_down_fails_the_tick_without_losing_the_cursor(
@@ -112,3 +121,12 @@ def test_broker_down_fails_the_tick_without_losing_the_cursor(
     ) as context:
         after = kafka_ingest_sensor(context)
     assert [r.run_key for r in after.run_requests] == [f"{topic}:0:1"]
+
+    # What the daemon does with the requests: every message read ends in a run.
+    job = defs.resolve_job_def("process_documents")
+    for request in [*first.run_requests, *after.run_requests]:
+        instance.add_dynamic_partitions("documents", [request.partition_key])
+        job.execute_in_process(
+            instance=instance, partition_key=request.partition_key, tags=request.tags
+        )
+    assert_all_accounted(instance, kafka)

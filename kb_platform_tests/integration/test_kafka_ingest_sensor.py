@@ -85,6 +85,8 @@ def test_messages_become_runs_and_poison_goes_to_the_dead_letter_topic(
     (add,) = result.dynamic_partitions_requests
     assert sorted(add.partition_keys) == sorted(set(partitions))
     assert result.run_requests[0].tags["kb/source"] == f"{topic}:0:0"
+    assert result.run_requests[0].tags["dagster/max_runtime"] == "300"  # document: 180 s + 120 s
+    assert result.run_requests[1].tags["dagster/max_runtime"] == "300"  # declared on the topic
     assert json.loads(result.cursor)["next_offsets"] == {f"{topic}:0": 5}
 
     # Not JSON: dlq.general. A file outside the allowed roots: refused, so dlq.<modality>.

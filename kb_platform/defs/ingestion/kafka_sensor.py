@@ -109,7 +109,10 @@ def kafka_ingest_sensor(
                     RunRequest(
                         run_key=f"{topic}:{partition}:{offset}",
                         partition_key=doc_id,
-                        tags=source_tags(topic, partition, offset, doc_id),
+                        tags={
+                            **source_tags(topic, partition, offset, doc_id),
+                            **processing.run_tags(declared or Modality(message.modality)),
+                        },
                     )
                 )
         cursor.next_offsets[where] = offset + 1
