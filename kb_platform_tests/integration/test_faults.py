@@ -12,14 +12,27 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaException
-from dagster import AssetKey, build_sensor_context, materialize
+from dagster import (
+    AssetKey,
+    DagsterEventType,
+    Definitions,
+    build_run_status_sensor_context,
+    build_sensor_context,
+    in_process_executor,
+    materialize,
+)
 
 from kb_platform.config import REPO_ROOT
 from kb_platform.contracts import Modality
+from kb_platform.defs import embeddings, ingestion, processing, search
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
+from kb_platform.defs.reliability.dead_letter_sensor import dead_letter_on_failure
+from kb_platform.kafka.dead_letters import headers_dict
+from kb_platform.resources.processing import ProcessingResource
 from kb_platform_tests.integration.kafka_helpers import (
     assert_all_accounted,
     assert_no_duplicate_chunks,
+    drain,
     message,
     produce,
 )
@@ -129,4 +142,48 @@ def test_broker_down_fails_the_tick_without_losing_the_cursor(
         job.execute_in_process(
             instance=instance, partition_key=request.partition_key, tags=request.tags
         )
+    assert_all_accounted(instance, kafka)
+
+
+def test_a_timed_out_document_is_dead_lettered_and_accounted_for(
+    stack, corpus_dir: Path, settings
+) -> None:
+    instance, defs, kafka = stack
+    strict = ProcessingResource(
+        **{**ProcessingResource.from_settings(settings).model_dump(), "timeout_document_s": 0.5}
+    )
+    resources = {**defs.resources, "processing": strict}
+    topic = kafka.topics().ingest(Modality.DOCUMENT)
+    slow = corpus_dir / "documents/py-pdf-sample-files/009-pdflatex-geotopo/GeoTopo-komprimiert.pdf"
+    produce(kafka, topic, [message(slow)])
+    with build_sensor_context(instance=instance, resources=resources) as context:
+        (request,) = kafka_ingest_sensor(context).run_requests
+    instance.add_dynamic_partitions("documents", [request.partition_key])
+    strict_defs = Definitions.merge(
+        ingestion.defs,
+        processing.defs,
+        embeddings.defs,
+        search.defs,
+        Definitions(resources=resources, executor=in_process_executor),
+    )
+    result = strict_defs.resolve_job_def("process_documents").execute_in_process(
+        instance=instance,
+        partition_key=request.partition_key,
+        tags=request.tags,
+        raise_on_error=False,
+    )
+    assert not result.success
+
+    run = instance.get_run_by_id(result.run_id)
+    failure = next(e for e in result.all_events if e.event_type is DagsterEventType.RUN_FAILURE)
+    with build_run_status_sensor_context(
+        sensor_name="dead_letter_on_failure",
+        dagster_instance=instance,
+        dagster_run=run,
+        dagster_event=failure,
+        resources={"kafka": kafka},
+    ) as context:
+        dead_letter_on_failure(context.for_run_failure())
+    (letter,) = drain(kafka, kafka.topics().dlq(Modality.DOCUMENT), 1)
+    assert headers_dict(letter.headers())["error-class"] == "Timeout"
     assert_all_accounted(instance, kafka)
