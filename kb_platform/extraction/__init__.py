@@ -36,7 +36,7 @@ AUDIO_PREFIX = "audio/"
 
 def is_supported(mime: str) -> bool:
     return (
-        mime == "application/pdf"
+        mime in ("application/pdf", "application/encrypted")  # the latter fails as Encrypted
         or mime.startswith(("image/", AUDIO_PREFIX, *_PLAIN_PREFIXES))
         or mime in _BY_MIME
         or mime in _PLAIN_TYPES

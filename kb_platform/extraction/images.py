@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kb_platform.errors import Corrupt, TooLarge, UnsupportedType
+
+log = logging.getLogger(__name__)
 
 _heif_registered = False
 
@@ -71,6 +74,15 @@ def frames(image: Image.Image, max_frames: int) -> list[Image.Image]:
     result = []
     for index in range(count):
         image.seek(index)
-        frame = image.copy()
-        result.append(to_rgb(ImageOps.exif_transpose(frame) or frame))
+        result.append(to_rgb(_upright(image.copy())))
     return result
+
+
+def _upright(frame: Image.Image) -> Image.Image:
+    """The frame turned as its EXIF orientation says; as it is when the EXIF is unreadable
+    (damaged metadata should not cost a readable picture)."""
+    try:
+        return ImageOps.exif_transpose(frame) or frame
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError) as exc:
+        log.warning("EXIF orientation ignored (unreadable): %s", exc)
+        return frame

@@ -98,3 +98,13 @@ def test_page_limit(corpus_dir: Path) -> None:
 def test_unsupported_type() -> None:
     with pytest.raises(UnsupportedType):
         extract(b"\x00\x01", "application/x-ole-storage", limits=LIMITS)
+
+
+def test_unreadable_exif_keeps_the_picture(corpus_dir: Path) -> None:
+    (page,) = _extract(corpus_dir, "bad-inputs/pillow/invalid-exif.jpg")
+    assert page.render is not None and page.render.width > 0
+
+
+def test_password_protected_office_file_is_encrypted(corpus_dir: Path) -> None:
+    with pytest.raises(Encrypted):
+        _extract(corpus_dir, f"{EXAMPLES}/password_protected.xlsx")
