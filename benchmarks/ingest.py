@@ -24,17 +24,15 @@ from confluent_kafka import TopicPartition
 from dagster import (
     DagsterEventType,
     DagsterInstance,
-    Definitions,
     FilesystemIOManager,
     build_run_status_sensor_context,
     build_sensor_context,
-    in_process_executor,
 )
 
 from kb_platform.cli import _declared_modality, _files
 from kb_platform.config import get_settings
 from kb_platform.contracts import IngestMessage
-from kb_platform.defs import embeddings, ingestion, processing, search
+from kb_platform.definitions import build_definitions
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
 from kb_platform.defs.reliability.dead_letter_sensor import dead_letter_on_failure
 from kb_platform.defs.reliability.offset_commit_sensor import commit_settled_offsets
@@ -100,13 +98,7 @@ def main() -> None:
         "parquet_io_manager": ParquetIOManager(base_uri=str(work / "tables")),
         "io_manager": FilesystemIOManager(base_dir=str(work / "assets")),
     }
-    defs = Definitions.merge(
-        ingestion.defs,
-        processing.defs,
-        embeddings.defs,
-        search.defs,
-        Definitions(resources=resources, executor=in_process_executor),
-    )
+    defs = build_definitions(resources)
     job = defs.resolve_job_def("process_documents")
 
     files = _files((args.corpus / "documents",))[: args.limit]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import import_module
+from typing import Any
 
 from dagster import Definitions, in_process_executor
 
@@ -11,13 +12,17 @@ from kb_platform.defs import CONCERNS
 from kb_platform.resources import build_resources
 
 
-def build_definitions() -> Definitions:
-    settings = get_settings()
+def build_definitions(resources: dict[str, Any] | None = None) -> Definitions:
+    """Every concern with the environment's resources, or with ``resources`` instead (tests
+    and benchmarks that bring their own topics, index family and storage)."""
     concern_defs = [import_module(f"kb_platform.defs.{name}").defs for name in CONCERNS]
     # A run is one document: its steps run one after another in the run's process (no
     # process per step, whose start-up would cost more than most steps). Untrusted parsing
     # is isolated per call (kb_platform.isolation), not per step.
-    shared = Definitions(resources=build_resources(settings), executor=in_process_executor)
+    shared = Definitions(
+        resources=resources if resources is not None else build_resources(get_settings()),
+        executor=in_process_executor,
+    )
     return Definitions.merge(*concern_defs, shared)
 
 

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, Definitions, FilesystemIOManager, in_process_executor
+from dagster import DagsterInstance, Definitions, FilesystemIOManager
 
 from kb_platform.config import get_settings
-from kb_platform.defs import embeddings, ingestion, processing, search
+from kb_platform.definitions import build_definitions
 from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
 from kb_platform.kafka.topics import ensure_topics
@@ -45,13 +45,7 @@ def stack(
         "parquet_io_manager": ParquetIOManager(base_uri=str(tmp_path / "tables")),
         "io_manager": FilesystemIOManager(base_dir=str(tmp_path / "assets")),
     }
-    defs = Definitions.merge(
-        ingestion.defs,
-        processing.defs,
-        embeddings.defs,
-        search.defs,
-        Definitions(resources=resources, executor=in_process_executor),
-    )
+    defs = build_definitions(resources)
     with DagsterInstance.ephemeral() as instance:
         yield instance, defs, scoped
     delete_family(es, IndexNames(index_base))

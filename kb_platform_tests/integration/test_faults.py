@@ -15,16 +15,14 @@ from confluent_kafka import KafkaException
 from dagster import (
     AssetKey,
     DagsterEventType,
-    Definitions,
     build_run_status_sensor_context,
     build_sensor_context,
-    in_process_executor,
     materialize,
 )
 
 from kb_platform.config import REPO_ROOT
 from kb_platform.contracts import Modality
-from kb_platform.defs import embeddings, ingestion, processing, search
+from kb_platform.definitions import build_definitions
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
 from kb_platform.defs.reliability.dead_letter_sensor import dead_letter_on_failure
 from kb_platform.kafka.dead_letters import headers_dict
@@ -159,13 +157,7 @@ def test_a_timed_out_document_is_dead_lettered_and_accounted_for(
     with build_sensor_context(instance=instance, resources=resources) as context:
         (request,) = kafka_ingest_sensor(context).run_requests
     instance.add_dynamic_partitions("documents", [request.partition_key])
-    strict_defs = Definitions.merge(
-        ingestion.defs,
-        processing.defs,
-        embeddings.defs,
-        search.defs,
-        Definitions(resources=resources, executor=in_process_executor),
-    )
+    strict_defs = build_definitions(resources)
     result = strict_defs.resolve_job_def("process_documents").execute_in_process(
         instance=instance,
         partition_key=request.partition_key,
