@@ -9,7 +9,8 @@ APT_PACKAGES=(
   tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd # OCR + orientation/script detection
   libmagic1                                         # content type sniffing (python-magic)
   postgresql                                        # production-mode Dagster storage (tests)
-  openjdk-17-jre-headless maven                     # Kafka and Elasticsearch from Maven Central
+  openjdk-17-jdk-headless maven                     # Kafka and Elasticsearch from Maven Central
+  procps                                            # pgrep, used to find stray server processes
   espeak-ng                                         # spoken test samples for transcription
   curl
 )
