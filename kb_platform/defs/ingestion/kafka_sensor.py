@@ -8,9 +8,10 @@ nothing is skipped silently. Run keys (``topic:partition:offset``) keep a re-rea
 from starting a second run.
 """
 
+from pathlib import Path
+
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
 
-from kb_platform.config import get_settings
 from kb_platform.contracts import IngestMessage, Modality
 from kb_platform.defs.ingestion.partitions import documents_partitions
 from kb_platform.errors import InvalidMessage, KbError
@@ -65,7 +66,7 @@ def kafka_ingest_sensor(
     finally:
         consumer.close()
 
-    settings = get_settings()
+    allowed_roots = [Path(root) for root in processing.allowed_roots]
     run_requests: list[RunRequest] = []
     new_doc_ids: list[str] = []
     dead: dict[str, list[DeadLetter]] = {}
@@ -89,7 +90,7 @@ def kafka_ingest_sensor(
                 doc_id = admit(
                     message,
                     blob_store,
-                    allowed_roots=[*settings.allowed_roots],
+                    allowed_roots=allowed_roots,
                     max_bytes=processing.max_bytes,
                 )
             except KbError as exc:
