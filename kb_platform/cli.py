@@ -9,11 +9,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from kb_platform.config import REPO_ROOT, get_settings
 from kb_platform.contracts import IngestMessage, Modality
+
+if TYPE_CHECKING:  # dagster loads only in the commands that need it
+    from kb_platform.runs import RunOutcome
 
 SERVICES: tuple[str, ...] = ("postgres", "kafka", "elasticsearch", "dagster")
 LOCAL_DEPLOY = REPO_ROOT / "deploy" / "local"
@@ -63,6 +67,12 @@ def _declared_modality(path: Path) -> Modality:
         if mime.startswith(prefix):
             return modality
     return Modality.TEXT if mime == "text/plain" else Modality.DOCUMENT
+
+
+def _echo_outcomes(outcomes: list[RunOutcome]) -> None:
+    """One line: how many runs ended in success, in each typed error, or unfinished."""
+    summary = collections.Counter(o.error_class or o.status for o in outcomes)
+    click.echo(f"outcomes: {dict(sorted(summary.items()))}")
 
 
 def _files(paths: tuple[Path, ...]) -> list[Path]:
@@ -129,8 +139,7 @@ def ingest(
         register_partitions(instance, list(admitted))
         if in_process:
             outcomes = run_in_process(instance, list(admitted))
-            summary = collections.Counter(o.error_class or o.status for o in outcomes)
-            click.echo(f"outcomes: {dict(sorted(summary.items()))}")
+            _echo_outcomes(outcomes)
             return
         client = DagsterGraphQLClient(dagster_host, port_number=dagster_port)
         runs = {
@@ -143,8 +152,7 @@ def ingest(
         if not wait:
             return
         outcomes = wait_for(instance, runs, timeout)
-    summary = collections.Counter(o.error_class or o.status for o in outcomes)
-    click.echo(f"outcomes: {dict(sorted(summary.items()))}")
+    _echo_outcomes(outcomes)
     if any(o.status == "UNFINISHED" for o in outcomes):
         sys.exit(1)
 
@@ -203,8 +211,7 @@ def reprocess(only_failed: bool, dagster_host: str, dagster_port: int, in_proces
             return
         if in_process:
             outcomes = run_in_process(instance, doc_ids)
-            summary = collections.Counter(o.error_class or o.status for o in outcomes)
-            click.echo(f"outcomes: {dict(sorted(summary.items()))}")
+            _echo_outcomes(outcomes)
             return
     client = DagsterGraphQLClient(dagster_host, port_number=dagster_port)
     for doc_id in doc_ids:

@@ -17,7 +17,7 @@ from dagster import (
 
 from kb_platform.defs.ingestion.partitions import documents_partitions
 from kb_platform.index.documents import index_documents
-from kb_platform.index.lifecycle import ensure_index
+from kb_platform.index.lifecycle import alias_targets, ensure_index
 from kb_platform.index.writer import chunk_ids_of, replace_document_chunks
 from kb_platform.resources.elasticsearch import ElasticsearchResource
 
@@ -59,7 +59,7 @@ def search_index(
             "indexed_chunks": upserts.succeeded,
             "stale_chunks_removed": deletes.succeeded,
             "items_retried": upserts.retried + deletes.retried,
-            "write_index": ",".join(sorted(es.indices.get_alias(name=index))),
+            "write_index": ",".join(alias_targets(es, index)),
         },
     )
 
