@@ -94,6 +94,23 @@ start_detached() {
   echo $! >"$(pid_file "$name")"
 }
 
+# java_major <java>: the Java feature version (17, 21, ...), 0 if it cannot be read.
+java_major() {
+  local major
+  major="$("$1" -XshowSettings:properties -version 2>&1 |
+    sed -n 's/^ *java\.specification\.version = \([0-9]*\).*/\1/p')"
+  echo "${major:-0}"
+}
+
+# java_bin <what needs it>: the java to run ($KB_JAVA, $JAVA_HOME or PATH), Java 17 or newer.
+java_bin() {
+  local java="${KB_JAVA:-${JAVA_HOME:+$JAVA_HOME/bin/}java}" major
+  command -v "$java" >/dev/null || die "java not found (set KB_JAVA or JAVA_HOME; $1 needs Java 17+)"
+  major="$(java_major "$java")"
+  ((major >= 17)) || die "$java is Java $major; $1 needs Java 17+ (set KB_JAVA or JAVA_HOME)"
+  echo "$java"
+}
+
 # Resolves Maven artifacts (and their runtime dependencies) into a folder with the
 # machine's Maven, using the given pom. Skips the work when the folder was filled from this
 # same pom (its checksum is kept in .complete), so editing the pom re-fetches.

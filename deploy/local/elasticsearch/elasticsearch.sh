@@ -59,20 +59,6 @@ MAIN_CLASS=kbplatform.elasticsearch.LocalNode
 PROC_PATTERN="-Des[.]path[.]conf=$CONF_DIR kbplatform[.]elasticsearch[.]LocalNode"
 stray_pids() { pgrep -f -- "$PROC_PATTERN" | tr '\n' ' ' || true; }
 
-java_bin() {
-  local java="${KB_JAVA:-${JAVA_HOME:+$JAVA_HOME/bin/}java}"
-  command -v "$java" >/dev/null || die "java not found (set KB_JAVA or JAVA_HOME; Elasticsearch $ES_VERSION needs Java 17+)"
-  (($(java_major "$java") >= 17)) || die "$java is older than Java 17; Elasticsearch $ES_VERSION needs 17+ (set KB_JAVA or JAVA_HOME)"
-  echo "$java"
-}
-
-java_major() {
-  local major
-  major="$("$1" -XshowSettings:properties -version 2>&1 |
-    sed -n 's/^ *java\.specification\.version = \([0-9]*\).*/\1/p')"
-  echo "${major:-0}"
-}
-
 # jdk_tool <java> <javac|jar> args...: the JDK tool beside that java, or the same tool run from the
 # JDK module inside the runtime (Debian's openjdk-17-jre-headless ships jdk.compiler and
 # jdk.jartool without the javac/jar commands).
@@ -149,7 +135,7 @@ cmd_install() {
   done
   stamp="$(layout_stamp)"
   [[ "$(cat "$ES_HOME/.layout" 2>/dev/null)" == "$stamp" ]] && return 0
-  java="$(java_bin)"
+  java="$(java_bin "Elasticsearch $ES_VERSION")"
   log "assembling $ES_HOME (lib/, modules/, launcher/) with $java"
   assemble_home "$java" "$stamp"
 }
@@ -217,7 +203,7 @@ cmd_up() {
   require_free_port "$PORT" "$LOG_FILE"
   require_free_port "$TRANSPORT_PORT" "$LOG_FILE"
 
-  java="$(java_bin)"
+  java="$(java_bin "Elasticsearch $ES_VERSION")"
   major="$(java_major "$java")"
   write_config
   mapfile -t opts < <(jvm_options "$major")

@@ -39,19 +39,10 @@ LOG4J_CONF="$STATE_DIR/log4j2.properties"
 PROC_PATTERN="kafka[.]Kafka $CONF"
 stray_pids() { pgrep -f -- "$PROC_PATTERN" | tr '\n' ' ' || true; }
 
-java_bin() {
-  local java="${KB_JAVA:-${JAVA_HOME:+$JAVA_HOME/bin/}java}" major
-  command -v "$java" >/dev/null || die "java not found (set KB_JAVA or JAVA_HOME; Kafka $KAFKA_VERSION needs Java 17+)"
-  major="$("$java" -XshowSettings:properties -version 2>&1 |
-    sed -n 's/^ *java\.specification\.version = \([0-9]*\).*/\1/p')"
-  ((${major:-0} >= 17)) || die "$java is Java ${major:-?}; Kafka $KAFKA_VERSION needs Java 17+ (set KB_JAVA or JAVA_HOME)"
-  echo "$java"
-}
-
 # Runs a Kafka main class on the cached jars with the service's log4j config.
 run_class() {
   local java
-  java="$(java_bin)"
+  java="$(java_bin "Kafka $KAFKA_VERSION")"
   "$java" -Dlog4j2.configurationFile="$LOG4J_CONF" -cp "$LIB_DIR/*" "$@"
 }
 
@@ -171,7 +162,7 @@ cmd_up() {
   require_free_port "$PORT" "$LOG_FILE"
   require_free_port "$CONTROLLER_PORT" "$LOG_FILE"
 
-  java="$(java_bin)"
+  java="$(java_bin "Kafka $KAFKA_VERSION")"
   if [[ "$(stat -c %s "$LOG_FILE" 2>/dev/null || echo 0)" -gt $((50 * 1024 * 1024)) ]]; then
     mv -f "$LOG_FILE" "$LOG_FILE.1"
   fi
