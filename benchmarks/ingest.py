@@ -1,22 +1,28 @@
 """End-to-end ingestion through Kafka: produce -> sensor -> runs -> indexed chunks.
 
-    .venv/bin/python benchmarks/ingest.py [--limit 60] [--corpus ../shared/corpus]
+    .venv/bin/python benchmarks/ingest.py [--limit 60] [--corpus ../shared/corpus] [--daemon]
 
-Produces the shared corpus documents (file:// messages) to topics of its own, then alternates
-sensor ticks, the requested runs (executed one after another in this process, as one run
-worker with models loaded once) and offset commits, until every message is settled. Prints
-documents per second, message-to-indexed latency p50/p95, processing time per asset, and the
-consumer lag seen after each tick. Needs Kafka and Elasticsearch (`kb-platform services up`).
+Produces the shared corpus documents (file:// messages) to topics of its own, then either
+- (default) alternates sensor ticks, the requested runs (executed one after another in this
+  process, as one run worker with models loaded once) and offset commits, or
+- (--daemon) starts a `dagster dev` of its own (webserver + daemon, instance in a temporary
+  DAGSTER_HOME) whose sensors and run launcher do everything, one run process per document,
+until every message is settled. Prints documents per second, message-to-indexed latency
+p50/p95, processing time per asset, and the consumer lag while it runs. Needs Kafka and
+Elasticsearch (`kb-platform services up`).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import os
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +30,15 @@ from confluent_kafka import TopicPartition
 from dagster import (
     DagsterEventType,
     DagsterInstance,
+    DagsterRunStatus,
     FilesystemIOManager,
+    RunsFilter,
     build_run_status_sensor_context,
     build_sensor_context,
 )
 
 from kb_platform.cli import _declared_modality, _files
-from kb_platform.config import get_settings
+from kb_platform.config import REPO_ROOT, get_settings
 from kb_platform.contracts import IngestMessage
 from kb_platform.definitions import build_definitions
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
@@ -71,10 +79,114 @@ def dead_letter(instance: DagsterInstance, result, kafka: KafkaResource) -> None
         dead_letter_on_failure(context.for_run_failure())
 
 
+StepSeconds = dict[str, list[float]]
+
+
+@dataclass
+class Measured:
+    outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
+    latencies: list[float] = field(default_factory=list)  # message produced -> indexed, seconds
+    lags: list[int] = field(default_factory=list)
+    step_seconds: StepSeconds = field(default_factory=lambda: collections.defaultdict(list))
+    finished_at: float = 0.0  # when the last run ended (epoch seconds)
+
+
+def produce_corpus(kafka: KafkaResource, corpus: Path, limit: int) -> tuple[int, float]:
+    topics = kafka.topics()
+    files = _files((corpus / "documents",))[:limit]
+    producer = kafka.producer()
+    for path in files:
+        modality = _declared_modality(path)
+        message = IngestMessage(source_id=str(path), uri=path.resolve().as_uri(), modality=modality)
+        producer.produce(topics.ingest(modality), value=message.model_dump_json().encode())
+    producer.flush(60)
+    return len(files), time.time()
+
+
+def record_steps(instance: DagsterInstance, run_id: str, step_seconds: StepSeconds) -> None:
+    for stats in instance.get_run_step_stats(run_id):
+        if stats.end_time and stats.start_time:
+            step_seconds[stats.step_key].append(stats.end_time - stats.start_time)
+
+
+def in_process(kafka: KafkaResource, resources: dict, produced_at: float) -> Measured:
+    job = build_definitions(resources).resolve_job_def("process_documents")
+    m = Measured()
+    with DagsterInstance.ephemeral() as instance:
+        cursor = None
+        while True:
+            with build_sensor_context(instance=instance, resources=resources, cursor=cursor) as ctx:
+                tick = kafka_ingest_sensor(ctx)
+            cursor = tick.cursor
+            for request in tick.dynamic_partitions_requests:
+                instance.add_dynamic_partitions("documents", list(request.partition_keys))
+            for request in tick.run_requests:
+                result = job.execute_in_process(
+                    instance=instance,
+                    partition_key=request.partition_key,
+                    tags=request.tags,
+                    raise_on_error=False,
+                    run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+                )
+                m.outcomes["indexed" if result.success else "failed"] += 1
+                m.finished_at = time.time()
+                if result.success:
+                    m.latencies.append(m.finished_at - produced_at)
+                else:
+                    dead_letter(instance, result, kafka)
+                record_steps(instance, result.run_id, m.step_seconds)
+            with build_sensor_context(instance=instance, resources={"kafka": kafka}) as ctx:
+                commit_settled_offsets(ctx)
+            m.lags.append(lag(kafka))
+            if not tick.run_requests and m.lags[-1] == 0:
+                break
+    return m
+
+
+def through_daemon(
+    kafka: KafkaResource, work: Path, index_base: str, produced_at: float, timeout_s: float
+) -> Measured:
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(work / "dagster_home"),
+        "KB_LOCAL_DIR": str(work / "local"),
+        "KB_DATA_DIR": str(work / "data"),
+        "KB_DAGSTER_PORT": "3112",
+        "KB_ELASTICSEARCH_INDEX_BASE": index_base,
+        "KB_KAFKA_INGEST_TOPIC_PREFIX": kafka.ingest_topic_prefix,
+        "KB_KAFKA_DLQ_TOPIC_PREFIX": kafka.dlq_topic_prefix,
+        "KB_KAFKA_CONSUMER_GROUP": kafka.consumer_group,
+    }
+    script = REPO_ROOT / "deploy" / "local" / "dagster" / "dagster.sh"
+    subprocess.run(["bash", str(script), "up"], env=env, check=True, capture_output=True)
+    m = Measured()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            time.sleep(5)
+            m.lags.append(lag(kafka))
+            if m.lags[-1] == 0:
+                break
+    finally:
+        subprocess.run(["bash", str(script), "down"], env=env, capture_output=True)
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    with DagsterInstance.get() as instance:
+        for record in instance.get_run_records(RunsFilter(job_name="process_documents")):
+            run = record.dagster_run
+            m.outcomes[run.status.value] += 1
+            m.finished_at = max(m.finished_at, record.end_time or 0.0)
+            if run.status is DagsterRunStatus.SUCCESS and record.end_time:
+                m.latencies.append(record.end_time - produced_at)
+            record_steps(instance, run.run_id, m.step_seconds)
+    return m
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=get_settings().corpus_dir)
     parser.add_argument("--limit", type=int, default=60, help="documents to produce")
+    parser.add_argument("--daemon", action="store_true", help="through a real dagster dev")
+    parser.add_argument("--timeout", type=float, default=3600, help="--daemon: give up after")
     args = parser.parse_args()
     settings = get_settings()
     run_id = uuid.uuid4().hex[:8]
@@ -98,64 +210,24 @@ def main() -> None:
         "parquet_io_manager": ParquetIOManager(base_uri=str(work / "tables")),
         "io_manager": FilesystemIOManager(base_dir=str(work / "assets")),
     }
-    defs = build_definitions(resources)
-    job = defs.resolve_job_def("process_documents")
-
-    files = _files((args.corpus / "documents",))[: args.limit]
-    producer = kafka.producer()
-    for path in files:
-        modality = _declared_modality(path)
-        message = IngestMessage(source_id=str(path), uri=path.resolve().as_uri(), modality=modality)
-        producer.produce(topics.ingest(modality), value=message.model_dump_json().encode())
-    producer.flush(60)
-    produced_at = time.time()
-
-    latencies: list[float] = []
-    lags: list[int] = []
-    step_seconds: dict[str, list[float]] = collections.defaultdict(list)
-    outcomes: collections.Counter[str] = collections.Counter()
-    started = time.perf_counter()
-    with DagsterInstance.ephemeral() as instance:
-        cursor = None
-        while True:
-            with build_sensor_context(instance=instance, resources=resources, cursor=cursor) as ctx:
-                tick = kafka_ingest_sensor(ctx)
-            cursor = tick.cursor
-            for request in tick.dynamic_partitions_requests:
-                instance.add_dynamic_partitions("documents", list(request.partition_keys))
-            for request in tick.run_requests:
-                result = job.execute_in_process(
-                    instance=instance,
-                    partition_key=request.partition_key,
-                    tags=request.tags,
-                    raise_on_error=False,
-                    run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
-                )
-                outcomes["indexed" if result.success else "failed"] += 1
-                if result.success:
-                    latencies.append(time.time() - produced_at)
-                else:
-                    dead_letter(instance, result, kafka)
-                for stats in instance.get_run_step_stats(result.run_id):
-                    if stats.end_time and stats.start_time:
-                        step_seconds[stats.step_key].append(stats.end_time - stats.start_time)
-            with build_sensor_context(instance=instance, resources={"kafka": kafka}) as ctx:
-                commit_settled_offsets(ctx)
-            lags.append(lag(kafka))
-            if not tick.run_requests and lags[-1] == 0:
-                break
-    elapsed = time.perf_counter() - started
-    documents = sum(outcomes.values())
-    print(f"{len(files)} files produced; {dict(outcomes)} runs; {elapsed:.1f}s")
-    print(f"end-to-end: {documents / elapsed:.2f} documents/s (one run worker, models loaded once)")
+    produced, produced_at = produce_corpus(kafka, args.corpus, args.limit)
+    if args.daemon:
+        m = through_daemon(kafka, work, index_base, produced_at, args.timeout)
+        how = "dagster dev daemon, one run process per document, 2 concurrent runs"
+    else:
+        m = in_process(kafka, resources, produced_at)
+        how = "one run worker, models loaded once"
+    elapsed = m.finished_at - produced_at
+    print(f"{produced} files produced; runs {dict(m.outcomes)}; last run ended at {elapsed:.1f}s")
+    print(f"end-to-end: {sum(m.outcomes.values()) / elapsed:.3f} documents/s ({how})")
     print(
-        f"message-to-indexed latency: p50 {np.percentile(latencies, 50):.1f}s, "
-        f"p95 {np.percentile(latencies, 95):.1f}s (all messages produced at t=0)"
+        f"message-to-indexed latency: p50 {np.percentile(m.latencies, 50):.1f}s, "
+        f"p95 {np.percentile(m.latencies, 95):.1f}s (all messages produced at t=0)"
     )
-    print(f"consumer lag after each tick: {lags}")
+    print(f"consumer lag while running: {m.lags}")
     print("| step | runs | mean s | total s |")
     print("|---|---|---|---|")
-    for step, values in sorted(step_seconds.items(), key=lambda kv: -sum(kv[1])):
+    for step, values in sorted(m.step_seconds.items(), key=lambda kv: -sum(kv[1])):
         print(f"| {step} | {len(values)} | {statistics.mean(values):.2f} | {sum(values):.1f} |")
     es = es_resource.make_client()
     delete_family(es, IndexNames(index_base))

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
+    kafka_ingest_topic_prefix: str = "kb.ingest."  # + document, image, text, audio
+    kafka_dlq_topic_prefix: str = "dlq."  # + <modality>.processing, general
+    kafka_consumer_group: str = "kb-ingest"
+    kafka_topic_partitions: int = 3
     elasticsearch_url: str = "http://127.0.0.1:9200"
     elasticsearch_request_timeout_s: float = 30.0
     elasticsearch_index_base: str = "kb-chunks"  # kb-chunks-v{N} indices, kb-chunks(-write) aliases

@@ -14,8 +14,22 @@ from kb_platform.resources.parquet_io import ParquetIOManager
 from kb_platform.resources.processing import ProcessingResource
 
 
+def kafka_names(settings: Settings) -> dict[str, Any]:
+    """Broker address, topic names and consumer group: the same settings in every environment."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "ingest_topic_prefix": settings.kafka_ingest_topic_prefix,
+        "dlq_topic_prefix": settings.kafka_dlq_topic_prefix,
+        "consumer_group": settings.kafka_consumer_group,
+        "topic_partitions": settings.kafka_topic_partitions,
+    }
+
+
 def build_resources(settings: Settings) -> dict[str, Any]:
     processing = ProcessingResource.from_settings(settings)
+    shared = {
+        "processing": processing,
+    }
     if settings.env is Environment.PROD:
         # dagster-aws takes seconds to import: only production pays for it.
         from dagster_aws.s3 import S3PickleIOManager, S3Resource
@@ -23,7 +37,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         from kb_platform.resources.s3_blob_store import S3BlobStore
 
         return {
-            "processing": processing,
+            **shared,
             "blob_store": S3BlobStore(s3=S3Resource(), bucket=settings.s3_bucket, prefix="blobs"),
             "parquet_io_manager": ParquetIOManager(
                 base_uri=f"s3://{settings.s3_bucket}/{settings.s3_prefix}/tables"
@@ -32,7 +46,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
                 s3_resource=S3Resource(), s3_bucket=settings.s3_bucket, s3_prefix=settings.s3_prefix
             ),
             "kafka": KafkaResource(
-                bootstrap_servers=settings.kafka_bootstrap_servers,
+                **kafka_names(settings),
                 security_protocol=settings.kafka_security_protocol,
                 sasl_mechanism=settings.kafka_sasl_mechanism,
                 sasl_username=EnvVar("KB_KAFKA_SASL_USERNAME"),
@@ -47,11 +61,11 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             ),
         }
     return {
-        "processing": processing,
+        **shared,
         "blob_store": LocalBlobStore(base_dir=str(settings.data_dir / "blobs")),
         "parquet_io_manager": ParquetIOManager(base_uri=str(settings.data_dir / "tables")),
         "io_manager": FilesystemIOManager(base_dir=str(settings.data_dir / "assets")),
-        "kafka": KafkaResource(bootstrap_servers=settings.kafka_bootstrap_servers),
+        "kafka": KafkaResource(**kafka_names(settings)),
         "elasticsearch": ElasticsearchResource(
             url=settings.elasticsearch_url,
             request_timeout_s=settings.elasticsearch_request_timeout_s,

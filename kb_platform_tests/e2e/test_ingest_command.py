@@ -3,50 +3,17 @@ daemon), one queued run per document, outcomes read back from the instance."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from dagster import DagsterInstance, RunsFilter
 from dagster._core.test_utils import environ as mock_env
 from elasticsearch import Elasticsearch
 
-from kb_platform.config import REPO_ROOT
-from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
 
-PORT = "3111"
 KB = Path(sys.executable).parent / "kb-platform"
-DAGSTER_SCRIPT = REPO_ROOT / "deploy" / "local" / "dagster" / "dagster.sh"
-
-
-@pytest.fixture(scope="module")
-def dagster_env(
-    tmp_path_factory: pytest.TempPathFactory, es: Elasticsearch
-) -> Iterator[dict[str, str]]:
-    base = tmp_path_factory.mktemp("e2e")
-    index_base = f"e2e-chunks-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(base / "dagster_home"),
-        "KB_LOCAL_DIR": str(base / "local"),
-        "KB_DATA_DIR": str(base / "data"),
-        "KB_DAGSTER_PORT": PORT,
-        "KB_ELASTICSEARCH_INDEX_BASE": index_base,
-    }
-    up = subprocess.run(
-        ["bash", str(DAGSTER_SCRIPT), "up"], env=env, capture_output=True, text=True
-    )
-    assert up.returncode == 0, up.stderr
-    try:
-        yield env
-    finally:
-        subprocess.run(["bash", str(DAGSTER_SCRIPT), "down"], env=env, capture_output=True)
-        delete_family(es, IndexNames(index_base))
 
 
 def test_ingest_launches_one_run_per_document_and_reports_outcomes(
@@ -59,7 +26,16 @@ def test_ingest_launches_one_run_per_document_and_reports_outcomes(
         corpus_dir / "documents/unstructured/example-docs/empty.txt",
     ]
     result = subprocess.run(
-        [str(KB), "ingest", *map(str, files), "--dagster-port", PORT, "--wait", "--timeout", "600"],
+        [
+            str(KB),
+            "ingest",
+            *map(str, files),
+            "--dagster-port",
+            dagster_env["KB_DAGSTER_PORT"],
+            "--wait",
+            "--timeout",
+            "600",
+        ],
         env=dagster_env,
         capture_output=True,
         text=True,
@@ -75,7 +51,7 @@ def test_ingest_launches_one_run_per_document_and_reports_outcomes(
     assert indexed["aggregations"]["d"]["value"] == 2
 
     again = subprocess.run(
-        [str(KB), "ingest", str(files[0]), "--dagster-port", PORT],
+        [str(KB), "ingest", str(files[0]), "--dagster-port", dagster_env["KB_DAGSTER_PORT"]],
         env=dagster_env,
         capture_output=True,
         text=True,

@@ -1,0 +1,67 @@
+"""A real `dagster dev` (webserver + daemon with its sensors) on an instance, data folder, index
+and Kafka topics of its own, shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from elasticsearch import Elasticsearch
+
+from kb_platform.config import REPO_ROOT
+from kb_platform.index.lifecycle import delete_family
+from kb_platform.index.mapping import IndexNames
+from kb_platform.kafka.topics import ensure_topics
+from kb_platform.resources.kafka import KafkaResource
+
+PORT = "3111"
+DAGSTER_SCRIPT = REPO_ROOT / "deploy" / "local" / "dagster" / "dagster.sh"
+
+
+@pytest.fixture(scope="session")
+def e2e_kafka(kafka: KafkaResource) -> KafkaResource:
+    """Topics and consumer group of the e2e instance only: its sensors never see other tests'
+    messages (or a developer's demo topics)."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    scoped = KafkaResource(
+        bootstrap_servers=kafka.bootstrap_servers,
+        ingest_topic_prefix=f"{name}.ingest.",
+        dlq_topic_prefix=f"{name}.dlq.",
+        consumer_group=f"{name}-group",
+        topic_partitions=1,
+    )
+    topics = scoped.topics()
+    ensure_topics(scoped.admin(), [*topics.all_ingest(), *topics.all_dlq()], partitions=1)
+    return scoped
+
+
+@pytest.fixture(scope="session")
+def dagster_env(
+    tmp_path_factory: pytest.TempPathFactory, es: Elasticsearch, e2e_kafka: KafkaResource
+) -> Iterator[dict[str, str]]:
+    base: Path = tmp_path_factory.mktemp("e2e")
+    index_base = f"e2e-chunks-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(base / "dagster_home"),
+        "KB_LOCAL_DIR": str(base / "local"),
+        "KB_DATA_DIR": str(base / "data"),
+        "KB_DAGSTER_PORT": PORT,
+        "KB_ELASTICSEARCH_INDEX_BASE": index_base,
+        "KB_KAFKA_INGEST_TOPIC_PREFIX": e2e_kafka.ingest_topic_prefix,
+        "KB_KAFKA_DLQ_TOPIC_PREFIX": e2e_kafka.dlq_topic_prefix,
+        "KB_KAFKA_CONSUMER_GROUP": e2e_kafka.consumer_group,
+    }
+    up = subprocess.run(
+        ["bash", str(DAGSTER_SCRIPT), "up"], env=env, capture_output=True, text=True
+    )
+    assert up.returncode == 0, up.stderr
+    try:
+        yield env
+    finally:
+        subprocess.run(["bash", str(DAGSTER_SCRIPT), "down"], env=env, capture_output=True)
+        delete_family(es, IndexNames(index_base))
