@@ -32,6 +32,7 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     FilesystemIOManager,
+    PipesSubprocessClient,
     RunsFilter,
     build_run_status_sensor_context,
     build_sensor_context,
@@ -48,6 +49,7 @@ from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
 from kb_platform.kafka.topics import ensure_topics
 from kb_platform.resources.blob_store import LocalBlobStore
+from kb_platform.resources.clip import ClipResource
 from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.parquet_io import ParquetIOManager
@@ -206,6 +208,8 @@ def main() -> None:
         "kafka": kafka,
         "blob_store": LocalBlobStore(base_dir=str(work / "blobs")),
         "processing": ProcessingResource.from_settings(settings),
+        "clip": ClipResource(root_dir=str(work / "clip")),
+        "pipes_subprocess_client": PipesSubprocessClient(),
         "elasticsearch": es_resource,
         "parquet_io_manager": ParquetIOManager(base_uri=str(work / "tables")),
         "io_manager": FilesystemIOManager(base_dir=str(work / "assets")),

@@ -63,6 +63,21 @@ class Settings(BaseSettings):
     timeout_document_s: float = 180.0
     timeout_audio_s: float = 120.0
 
+    # CLIP (kb_platform.training): checkpoints, training runs and the promoted pointer live in
+    # clip_dir (a volume shared by the run workers in production); training runs with
+    # clip_ranks processes under torchrun. clip_open_clip_model + clip_pretrained fine-tune a
+    # pretrained open_clip model instead of the MiniLM-text-tower default.
+    clip_dir: Path | None = None  # default: <data_dir>/clip
+    clip_ranks: int = 2
+    clip_steps: int = 200
+    clip_batch_size: int = 32
+    clip_lr: float = 5e-4
+    clip_text_unlocked_layers: int = 0
+    clip_mixed_precision: str = "auto"
+    clip_max_recall_drop: float = 0.0
+    clip_open_clip_model: str | None = None
+    clip_pretrained: str | None = None
+
     # inputs: file:// URIs are only read inside these roots
     corpus_dir: Path = REPO_ROOT.parent / "shared" / "corpus"
     allowed_roots: list[Path] = Field(default_factory=lambda: [REPO_ROOT.parent / "shared"])

@@ -54,5 +54,6 @@ def index_documents(table: pa.Table) -> Iterator[dict[str, Any]]:
     rows = table.drop_columns(["text_vector"]).to_pylist()
     for row, vector in zip(rows, vectors, strict=True):
         document = {k: v for k, v in row.items() if v is not None}
+        document["kind"] = "text"
         document["text_vector"] = vector.tolist()
         yield document

@@ -13,7 +13,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError
 
-from kb_platform.index.mapping import DEFAULT_NAMES, IndexNames, index_template
+from kb_platform.index.mapping import DEFAULT_NAMES, IndexNames, chunk_mappings, index_template
 from kb_platform.index.writer import BulkReport, bulk_with_retries, index_actions
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,9 @@ def ensure_index(es: Elasticsearch, names: IndexNames = DEFAULT_NAMES, replicas:
     ensure_template(es, names, replicas)
     current = alias_targets(es, names.write_alias)
     if current:
+        # Fields added to the mapping since the index was made (adding is allowed, and a no-op
+        # when they are there already).
+        es.indices.put_mapping(index=current[0], properties=chunk_mappings()["properties"])
         return current[0]
     name = names.index(1)
     if not es.indices.exists(index=name):

@@ -72,8 +72,10 @@ def chunk_mappings(text_dims: int = TEXT_DIMS, clip_dims: int = CLIP_DIMS) -> di
             "char_end": {"type": "integer"},
             "start_s": {"type": "float"},
             "end_s": {"type": "float"},
+            "kind": {"type": "keyword"},  # "text" (a chunk) or "image" (a page render, figure)
             "image_key": {"type": "keyword"},
             "embedding_model": {"type": "keyword"},
+            "clip_model": {"type": "keyword"},
             "text_vector": vector(text_dims),
             "clip_vector": vector(clip_dims),
         },

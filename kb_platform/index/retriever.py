@@ -1,4 +1,6 @@
-"""Retrieval over the chunk index: BM25, approximate kNN, and their reciprocal rank fusion.
+"""Retrieval over the chunk index: BM25, approximate kNN, and their reciprocal rank fusion;
+with a CLIP encoder, cross-modal search too (text to image, image to image, image to text, and
+text chunks fused with images).
 
 The fusion runs here rather than in Elasticsearch: the server's RRF retriever needs a paid
 licence. Both the Dagster checks and the BentoML service call this one implementation.
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from elasticsearch import Elasticsearch
@@ -16,6 +18,9 @@ from elasticsearch import Elasticsearch
 from kb_platform.config import get_settings
 from kb_platform.index.analysis import analyze
 from kb_platform.index.mapping import READ_ALIAS
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 Mode = Literal["bm25", "knn", "hybrid"]
 SOURCE_FIELDS = [
@@ -31,8 +36,18 @@ SOURCE_FIELDS = [
     "start_s",
     "end_s",
     "image_key",
+    "kind",
 ]
 RRF_K = 60
+NOT_IMAGES = {"term": {"kind": "image"}}
+
+
+class ClipQueries(Protocol):
+    """What cross-modal search needs of a CLIP encoder (kb_platform.models.clip_encoder)."""
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -87,8 +102,10 @@ class Retriever:
         rescore_oversample: float | None = 2.0,
         fusion_window: int = 50,
         rrf_k: int = RRF_K,
+        clip: ClipQueries | None = None,
     ):
         self.es = es
+        self.clip = clip
         self.encode_query = encode_query
         self.index = index
         self.num_candidates_factor = num_candidates_factor
@@ -98,7 +115,11 @@ class Retriever:
 
     @classmethod
     def from_settings(
-        cls, es: Elasticsearch, encode_query: Callable[[str], np.ndarray], index: str
+        cls,
+        es: Elasticsearch,
+        encode_query: Callable[[str], np.ndarray],
+        index: str,
+        clip: ClipQueries | None = None,
     ) -> Retriever:
         settings = get_settings()
         return cls(
@@ -108,6 +129,7 @@ class Retriever:
             num_candidates_factor=settings.knn_num_candidates_factor,
             rescore_oversample=settings.knn_rescore_oversample or None,
             rrf_k=settings.rrf_k,
+            clip=clip,
         )
 
     def _hits(self, response: dict[str, Any], mode: str) -> list[Hit]:
@@ -117,7 +139,10 @@ class Retriever:
         ]
 
     def bm25(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
-        bool_query: dict[str, Any] = {"must": [{"match": {"search_text": analyze(query)}}]}
+        bool_query: dict[str, Any] = {
+            "must": [{"match": {"search_text": analyze(query)}}],
+            "must_not": [NOT_IMAGES],  # images carry their page's text: the chunks cite it
+        }
         if filters and filters.clauses():
             bool_query["filter"] = filters.clauses()
         response = self.es.search(
@@ -133,6 +158,7 @@ class Retriever:
         *,
         field_name: str = "text_vector",
         num_candidates: int | None = None,
+        extra: Sequence[dict[str, Any]] = (),
     ) -> list[Hit]:
         knn: dict[str, Any] = {
             "field": field_name,
@@ -143,8 +169,9 @@ class Retriever:
         if self.rescore_oversample:
             # int8 quantized candidates are re-scored with the full-precision vectors.
             knn["rescore_vector"] = {"oversample": self.rescore_oversample}
-        if filters and filters.clauses():
-            knn["filter"] = filters.clauses()
+        clauses = [*(filters.clauses() if filters else []), *extra]
+        if clauses:
+            knn["filter"] = clauses
         response = self.es.search(index=self.index, knn=knn, size=k, source=SOURCE_FIELDS)
         return self._hits(response, "knn")
 
@@ -165,11 +192,14 @@ class Retriever:
         window = max(k, self.fusion_window)
         lexical = self.bm25(query, window, filters)
         semantic = self.knn(query, window, filters)
+        return self._fuse([lexical, semantic], k, per_document=per_document)
+
+    def _fuse(self, lists: Sequence[list[Hit]], k: int, *, per_document: bool) -> list[Hit]:
         key = (lambda h: h.doc_id) if per_document else (lambda h: h.chunk_id)
         best: dict[str, Hit] = {}
         ranks: dict[str, dict[str, int]] = {}
         rankings: list[list[str]] = []
-        for hits in (lexical, semantic):
+        for hits in lists:
             ranking: list[str] = []
             for hit in hits:
                 item = key(hit)
@@ -190,3 +220,56 @@ class Retriever:
         self, query: str, mode: Mode = "hybrid", k: int = 10, filters: Filters | None = None
     ) -> list[Hit]:
         return {"bm25": self.bm25, "knn": self.knn, "hybrid": self.hybrid}[mode](query, k, filters)
+
+    # Cross-modal search over the CLIP vectors: images are documents of kind "image", text
+    # chunks carry the CLIP text tower's vector of their text.
+
+    def _clip(self) -> ClipQueries:
+        if self.clip is None:
+            raise ValueError("cross-modal search needs a CLIP checkpoint (none is promoted)")
+        return self.clip
+
+    def clip_vector(
+        self, vector: np.ndarray, kind: str, k: int = 10, filters: Filters | None = None
+    ) -> list[Hit]:
+        clauses = [{"term": {"kind": kind}}, *(filters.clauses() if filters else [])]
+        hits = self.knn_vector(vector, k, Filters(), field_name="clip_vector", extra=clauses)
+        return [Hit(h.chunk_id, h.score, h.source, {f"clip_{kind}": r}) for h, r in _ranked(hits)]
+
+    def text_to_image(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
+        return self.clip_vector(self._clip().encode_texts([query])[0], "image", k, filters)
+
+    def image_to_image(
+        self, image: Image.Image, k: int = 10, filters: Filters | None = None
+    ) -> list[Hit]:
+        return self.clip_vector(self._clip().encode_images([image])[0], "image", k, filters)
+
+    def image_to_text(
+        self, image: Image.Image, k: int = 10, filters: Filters | None = None
+    ) -> list[Hit]:
+        return self.clip_vector(self._clip().encode_images([image])[0], "text", k, filters)
+
+    def mixed(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
+        """Text chunks (the hybrid ranking) and images (CLIP text to image) fused by reciprocal
+        rank, so each modality has an equal say; a hit keeps the ranks it had in every list
+        (bm25, knn and hybrid for chunks, clip_image for images) as its provenance."""
+        window = max(k, self.fusion_window)
+        text_hits = self.hybrid(query, window, filters)
+        image_hits = self.text_to_image(query, window, filters)
+        by_id = {hit.chunk_id: hit for hit in [*text_hits, *image_hits]}
+        text_rank = {hit.chunk_id: rank for hit, rank in _ranked(text_hits)}
+        fused = reciprocal_rank_fusion(
+            [[h.chunk_id for h in text_hits], [h.chunk_id for h in image_hits]], k=self.rrf_k
+        )
+        hits = []
+        for chunk_id, score in fused[:k]:
+            hit = by_id[chunk_id]
+            ranks = dict(hit.ranks)
+            if chunk_id in text_rank:
+                ranks["hybrid"] = text_rank[chunk_id]
+            hits.append(Hit(chunk_id, score, hit.source, ranks))
+        return hits
+
+
+def _ranked(hits: list[Hit]) -> list[tuple[Hit, int]]:
+    return [(hit, rank) for rank, hit in enumerate(hits, start=1)]

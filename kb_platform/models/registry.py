@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from tokenizers import Tokenizer
 
 if TYPE_CHECKING:  # torch and transformers load only when an encoder is asked for
+    from kb_platform.models.clip_encoder import ClipEncoder
     from kb_platform.models.text_encoder import TextEncoder
 
 
@@ -52,3 +53,15 @@ def text_tokenizer() -> Tokenizer:
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer
+
+
+@lru_cache(maxsize=2)
+def clip_encoder(export_dir: Path) -> ClipEncoder:
+    """A CLIP checkpoint export (see kb_platform.training), loaded once per process and warmed up;
+    the promoted one and, during a roll-out, its successor fit side by side."""
+    from kb_platform.models.clip_encoder import ClipEncoder
+
+    offline()
+    encoder = ClipEncoder(Path(export_dir))
+    encoder.warmup()
+    return encoder

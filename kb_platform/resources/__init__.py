@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import EnvVar, FilesystemIOManager
+from dagster import EnvVar, FilesystemIOManager, PipesSubprocessClient
 
 from kb_platform.config import Environment, Settings
 from kb_platform.resources.blob_store import LocalBlobStore
+from kb_platform.resources.clip import ClipResource
 from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.parquet_io import ParquetIOManager
@@ -29,6 +30,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     processing = ProcessingResource.from_settings(settings)
     shared = {
         "processing": processing,
+        "clip": ClipResource.from_settings(settings),
+        "pipes_subprocess_client": PipesSubprocessClient(),
     }
     if settings.env is Environment.PROD:
         # dagster-aws takes seconds to import: only production pays for it.

@@ -17,7 +17,7 @@ from elasticsearch import ConnectionError
 
 from kb_platform.config import Settings, get_settings
 from kb_platform.contracts import IngestMessage, Modality
-from kb_platform.defs.embeddings import text_embeddings
+from kb_platform.defs.embeddings import image_embeddings, text_embeddings
 from kb_platform.defs.ingestion import documents_partitions, raw_documents
 from kb_platform.defs.processing import defs as processing_defs
 from kb_platform.defs.search.search_index import search_index, search_index_matches_stored_chunks
@@ -25,13 +25,14 @@ from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
 from kb_platform.intake import admit
 from kb_platform.resources.blob_store import LocalBlobStore
+from kb_platform.resources.clip import ClipResource
 from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.parquet_io import ParquetIOManager
 from kb_platform.resources.processing import ProcessingResource
 
 ASSETS = [raw_documents, *processing_defs.assets]
 CHECKS = list(processing_defs.asset_checks)
-INDEX_ASSETS = [text_embeddings, search_index]
+INDEX_ASSETS = [text_embeddings, image_embeddings, search_index]
 INDEX_CHECKS = [search_index_matches_stored_chunks]
 
 
@@ -54,6 +55,12 @@ def blob_store(workdir: Path) -> LocalBlobStore:
 @pytest.fixture(scope="module")
 def processing(settings: Settings) -> ProcessingResource:
     return ProcessingResource.from_settings(settings)
+
+
+@pytest.fixture(scope="module")
+def clip_resource(workdir: Path) -> ClipResource:
+    """No checkpoint promoted unless a test promotes one: image_embeddings are then empty."""
+    return ClipResource(root_dir=str(workdir / "clip"))
 
 
 Materialize = Callable[..., tuple[str, ExecuteInProcessResult]]
@@ -82,6 +89,7 @@ def materialize_file(
     processing: ProcessingResource,
     corpus_dir: Path,
     index_base: str,
+    clip_resource: ClipResource,
 ) -> Materialize:
     def run(
         path: Path,
@@ -111,6 +119,7 @@ def materialize_file(
             request.getfixturevalue("elasticsearch_service")
             selection += [*INDEX_ASSETS, *INDEX_CHECKS]
             extra = {
+                "clip": clip_resource,
                 "parquet_io_manager": ParquetIOManager(base_uri=str(workdir / "tables")),
                 "elasticsearch": ElasticsearchResource(
                     url=get_settings().elasticsearch_url, index_base=index_base

@@ -9,7 +9,7 @@ import pyarrow as pa
 from dagster import materialize
 
 from kb_platform.config import get_settings
-from kb_platform.defs.embeddings import text_embeddings
+from kb_platform.defs.embeddings import image_embeddings, text_embeddings
 from kb_platform.defs.search.delete_documents import delete_documents
 from kb_platform.defs.search.index_version import (
     index_counts_match_stored,
@@ -65,6 +65,7 @@ def test_new_version_rolls_out_from_stored_embeddings_with_checks(
     result = materialize(
         [
             text_embeddings.to_source_asset(),
+            image_embeddings.to_source_asset(),
             search_index_version,
             index_counts_match_stored,
             knn_recall_vs_exact,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, Definitions, FilesystemIOManager
+from dagster import DagsterInstance, Definitions, FilesystemIOManager, PipesSubprocessClient
 
 from kb_platform.config import get_settings
 from kb_platform.definitions import build_definitions
@@ -15,6 +15,7 @@ from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
 from kb_platform.kafka.topics import ensure_topics
 from kb_platform.resources.blob_store import LocalBlobStore
+from kb_platform.resources.clip import ClipResource
 from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.parquet_io import ParquetIOManager
@@ -39,6 +40,8 @@ def stack(
         "kafka": scoped,
         "blob_store": LocalBlobStore(base_dir=str(tmp_path / "blobs")),
         "processing": ProcessingResource.from_settings(settings),
+        "clip": ClipResource(root_dir=str(tmp_path / "clip")),
+        "pipes_subprocess_client": PipesSubprocessClient(),
         "elasticsearch": ElasticsearchResource(
             url=get_settings().elasticsearch_url, index_base=index_base
         ),

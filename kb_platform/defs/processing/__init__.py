@@ -12,7 +12,7 @@ from kb_platform.defs.processing.transcripts import transcripts
 process_documents = define_asset_job(
     "process_documents",
     selection=AssetSelection.groups("ingestion", "processing", "embeddings")
-    | AssetSelection.assets("search_index"),
+    | AssetSelection.assets("search_index", "clip_pairs"),
     description="Process one document partition from its stored original to indexed chunks.",
 )
 

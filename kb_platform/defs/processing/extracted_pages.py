@@ -2,11 +2,11 @@
 
 from dagster import AssetExecutionContext, Backoff, Jitter, Output, RetryPolicy, asset
 
-from kb_platform.contracts import Document, ImageRef, Modality, Page, TextSpan
+from kb_platform.contracts import Document, Modality, Page
 from kb_platform.defs.failures import typed_failures
 from kb_platform.defs.ingestion.partitions import documents_partitions
 from kb_platform.extraction import extract
-from kb_platform.extraction.model import ExtractedImage
+from kb_platform.extraction.stored import store_pages
 from kb_platform.intake import load_admitted
 from kb_platform.isolation import run_isolated
 from kb_platform.resources.blob_store import BlobStore
@@ -15,14 +15,6 @@ from kb_platform.resources.processing import ProcessingResource
 STORAGE_RETRY = RetryPolicy(
     max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
 )
-
-
-def _store_image(
-    store: BlobStore, doc_id: str, image_id: str, image: ExtractedImage, kind: str
-) -> ImageRef:
-    key = f"images/{doc_id}/{image_id}.png"
-    store.put(key, image.png)
-    return ImageRef(image_id, key, image.width, image.height, kind, image.caption)
 
 
 @asset(
@@ -52,34 +44,7 @@ def extracted_pages(
             timeout_s=processing.timeout_s(document.modality),
             what=f"extraction of {document.content_type} document {document.doc_id}",
         )
-    pages = []
-    for page in extracted:
-        render = None
-        if page.render is not None:
-            render = _store_image(
-                blob_store, document.doc_id, f"page-{page.page_number:04d}", page.render, "page"
-            )
-        images = tuple(
-            _store_image(
-                blob_store,
-                document.doc_id,
-                f"page-{page.page_number:04d}-img-{i:02d}",
-                im,
-                "embedded",
-            )
-            for i, im in enumerate(page.images)
-        )
-        pages.append(
-            Page(
-                doc_id=document.doc_id,
-                page_number=page.page_number,
-                text=page.text,
-                spans=tuple(TextSpan(a, b, bbox) for a, b, bbox in page.spans),
-                render=render,
-                images=images,
-                needs_ocr=page.needs_ocr,
-            )
-        )
+    pages = store_pages(blob_store, document.doc_id, extracted)
     context.log.info("%s: %d pages extracted", document.doc_id, len(pages))
     return Output(
         pages,

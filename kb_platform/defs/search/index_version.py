@@ -5,6 +5,7 @@ import numpy as np
 import pyarrow as pa
 from dagster import AssetCheckResult, AssetIn, MetadataValue, Output, asset, asset_check
 
+from kb_platform.index.clip_documents import clip_models, image_chunk_ids, with_clip
 from kb_platform.index.documents import index_documents, vectors_of
 from kb_platform.index.lifecycle import alias_targets, roll_out
 from kb_platform.index.retriever import Retriever
@@ -17,19 +18,22 @@ MIN_RECALL_AT_10 = 0.95
 @asset(
     group_name="search",
     kinds={"elasticsearch"},
-    ins={"text_embeddings": AssetIn("text_embeddings")},
+    ins={
+        "text_embeddings": AssetIn("text_embeddings"),
+        "image_embeddings": AssetIn("image_embeddings"),
+    },
     description="Builds the next kb-chunks-v{N} from every stored embedding and moves the read "
     "and write aliases to it in one step; the previous version is kept. Materialize to roll out "
     "a new embedding model or checkpoint.",
 )
 def search_index_version(
-    text_embeddings: pa.Table, elasticsearch: ElasticsearchResource
+    text_embeddings: pa.Table, image_embeddings: pa.Table, elasticsearch: ElasticsearchResource
 ) -> Output[str]:
     es = elasticsearch.client
     previous = alias_targets(es, elasticsearch.names.read_alias)
     new_index, report = roll_out(
         es,
-        index_documents(text_embeddings),
+        with_clip(index_documents(text_embeddings), image_embeddings),
         names=elasticsearch.names,
         replicas=elasticsearch.replicas,
     )
@@ -38,7 +42,9 @@ def search_index_version(
         metadata={
             "index": new_index,
             "previous": ", ".join(previous) or "none",
-            "chunks": report.succeeded,
+            "indexed": report.succeeded,
+            "images": len(image_chunk_ids(image_embeddings)),
+            "clip_versions": ", ".join(sorted(clip_models(image_embeddings))) or "none",
             "documents": len(set(text_embeddings.column("doc_id").to_pylist()))
             if text_embeddings.num_rows
             else 0,
@@ -57,25 +63,32 @@ def _stored(text_embeddings: pa.Table) -> tuple[set[str], set[str]]:
 
 @asset_check(
     asset=search_index_version,
-    additional_ins={"text_embeddings": AssetIn("text_embeddings")},
-    description="Documents and chunks behind the read alias equal the stored ones.",
+    additional_ins={
+        "text_embeddings": AssetIn("text_embeddings"),
+        "image_embeddings": AssetIn("image_embeddings"),
+    },
+    description="Documents, chunks and images behind the read alias equal the stored ones.",
 )
 def index_counts_match_stored(
-    text_embeddings: pa.Table, elasticsearch: ElasticsearchResource
+    text_embeddings: pa.Table, image_embeddings: pa.Table, elasticsearch: ElasticsearchResource
 ) -> AssetCheckResult:
     es = elasticsearch.client
     alias = elasticsearch.names.read_alias
     docs, chunks = _stored(text_embeddings)
+    images = len(image_chunk_ids(image_embeddings))
     es.indices.refresh(index=alias)
-    indexed_chunks = es.count(index=alias)["count"]
+    indexed_chunks = es.count(index=alias, query={"term": {"kind": "text"}})["count"]
+    indexed_images = es.count(index=alias, query={"term": {"kind": "image"}})["count"]
     indexed_docs = es.search(
         index=alias, size=0, aggs={"docs": {"cardinality": {"field": "doc_id"}}}
     )["aggregations"]["docs"]["value"]
     return AssetCheckResult(
-        passed=(indexed_chunks, indexed_docs) == (len(chunks), len(docs)),
+        passed=(indexed_chunks, indexed_images, indexed_docs) == (len(chunks), images, len(docs)),
         metadata={
             "stored_chunks": len(chunks),
             "indexed_chunks": indexed_chunks,
+            "stored_images": images,
+            "indexed_images": indexed_images,
             "stored_documents": len(docs),
             "indexed_documents": indexed_docs,
         },

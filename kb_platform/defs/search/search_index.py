@@ -16,6 +16,7 @@ from dagster import (
 )
 
 from kb_platform.defs.ingestion.partitions import documents_partitions
+from kb_platform.index.clip_documents import image_chunk_ids, with_clip
 from kb_platform.index.documents import index_documents
 from kb_platform.index.lifecycle import alias_targets, ensure_index
 from kb_platform.index.writer import chunk_ids_of, replace_document_chunks
@@ -32,11 +33,13 @@ SERVICE_RETRY = RetryPolicy(
     group_name="search",
     kinds={"elasticsearch"},
     retry_policy=SERVICE_RETRY,
-    description="The document's chunks upserted by chunk_id; chunks it no longer has removed.",
+    description="The document's chunks (with their CLIP vectors) and images upserted by id; "
+    "what it no longer has removed.",
 )
 def search_index(
     context: AssetExecutionContext,
     text_embeddings: pa.Table,
+    image_embeddings: pa.Table,
     elasticsearch: ElasticsearchResource,
 ) -> Output[None]:
     es = elasticsearch.client
@@ -44,7 +47,7 @@ def search_index(
     ensure_index(es, elasticsearch.names, elasticsearch.replicas)
     index = elasticsearch.names.write_alias
     upserts, deletes = replace_document_chunks(
-        es, index, doc_id, list(index_documents(text_embeddings))
+        es, index, doc_id, list(with_clip(index_documents(text_embeddings), image_embeddings))
     )
     failures = upserts.failed + deletes.failed
     if failures:
@@ -67,16 +70,20 @@ def search_index(
 @asset_check(
     asset=search_index,
     partitions_def=documents_partitions,
-    additional_ins={"text_embeddings": AssetIn("text_embeddings")},
-    description="The index holds exactly the document's stored chunks.",
+    additional_ins={
+        "text_embeddings": AssetIn("text_embeddings"),
+        "image_embeddings": AssetIn("image_embeddings"),
+    },
+    description="The index holds exactly the document's stored chunks and images.",
 )
 def search_index_matches_stored_chunks(
-    context, text_embeddings: pa.Table, elasticsearch: ElasticsearchResource
+    context,
+    text_embeddings: pa.Table,
+    image_embeddings: pa.Table,
+    elasticsearch: ElasticsearchResource,
 ) -> AssetCheckResult:
     doc_id = context.partition_key
-    stored = (
-        set(text_embeddings.column("chunk_id").to_pylist()) if text_embeddings.num_rows else set()
-    )
+    stored = set(text_embeddings.column("chunk_id").to_pylist()) | image_chunk_ids(image_embeddings)
     indexed = chunk_ids_of(elasticsearch.client, elasticsearch.names.read_alias, doc_id)
     return AssetCheckResult(
         passed=stored == indexed,

@@ -1,0 +1,170 @@
+"""``clip_checkpoint``: CLIP trained under FSDP by ``torchrun`` through Dagster Pipes, gated by
+held-out recall against the promoted checkpoint; ``promoted_clip_checkpoint`` makes a candidate
+that passed the gate the one every embedding uses."""
+
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    DataVersion,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    PipesSubprocessClient,
+    asset,
+    asset_check,
+)
+from dagster._core.instance import DagsterInstance
+
+from kb_platform.models.registry import clip_encoder
+from kb_platform.resources.blob_store import BlobStore
+from kb_platform.resources.clip import ClipResource
+from kb_platform.training.corpus import examples_on_disk
+from kb_platform.training.data import read_manifest, write_manifest
+from kb_platform.training.evaluation import text_to_image_recall
+from kb_platform.training.pairs import is_held_out, pairs_of
+from kb_platform.training.promotion import Promoted, checkpoint_version, promotion_gate
+
+HELD_OUT = "held_out.jsonl"
+
+
+def torchrun_command(ranks: int, config: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # one node, a free rendezvous port of its own
+        f"--nproc_per_node={ranks}",
+        "-m",
+        "kb_platform.training.train",
+        "--config",
+        str(config),
+    ]
+
+
+@asset(
+    group_name="clip_training",
+    kinds={"pytorch"},
+    description="A CLIP checkpoint trained (or fine-tuned from the promoted one) on the "
+    "knowledge base's own pairs with FSDP; loss and samples/s per rank reach the UI.",
+)
+def clip_checkpoint(
+    context: AssetExecutionContext,
+    clip_pairs: pa.Table,
+    clip: ClipResource,
+    blob_store: BlobStore,
+    pipes_subprocess_client: PipesSubprocessClient,
+) -> MaterializeResult:
+    pairs = pairs_of(clip_pairs)
+    train = [p for p in pairs if not is_held_out(p.doc_id)]
+    held_out = [p for p in pairs if is_held_out(p.doc_id)]
+    needed = clip.batch_size * clip.ranks
+    if len(train) < needed:
+        raise Failure(
+            f"{len(train)} training pairs are fewer than one batch ({clip.batch_size} per rank x "
+            f"{clip.ranks} ranks); process more documents first",
+            allow_retries=False,
+        )
+    run_dir = clip.root / "runs" / context.run.run_id
+    images = clip.root / "images"
+    write_manifest(run_dir / "train.jsonl", examples_on_disk(train, blob_store, images))
+    write_manifest(run_dir / HELD_OUT, examples_on_disk(held_out, blob_store, images))
+    config = clip.train_config(run_dir / "train.jsonl", run_dir)
+    config.save(run_dir / "config.json")
+    context.log.info(
+        "training on %d pairs (%d held out) with %d ranks, from %s",
+        len(train),
+        len(held_out),
+        clip.ranks,
+        config.init_from or "the spec's initial weights",
+    )
+    result = pipes_subprocess_client.run(
+        command=torchrun_command(clip.ranks, run_dir / "config.json"),
+        context=context,
+        extras={"run_dir": str(run_dir)},
+    ).get_materialize_result()
+    metadata = {
+        **(result.metadata or {}),
+        "train_pairs": len(train),
+        "held_out_pairs": len(held_out),
+        "version": checkpoint_version(config.export_dir),
+        "export_dir": MetadataValue.path(str(config.export_dir)),
+        "init_from": config.init_from or "none",
+    }
+    return MaterializeResult(metadata=metadata)
+
+
+def latest_export(instance: DagsterInstance) -> Path:
+    event = instance.get_latest_materialization_event(clip_checkpoint.key)
+    if event is None or event.asset_materialization is None:
+        raise Failure("clip_checkpoint has not been materialized")
+    return Path(str(event.asset_materialization.metadata["export_dir"].value))
+
+
+@asset_check(
+    asset=clip_checkpoint,
+    blocking=True,
+    description="Text-to-image recall@1/5/10 on the held-out pairs is no worse than the promoted "
+    "checkpoint's; a failure blocks promotion.",
+)
+def clip_checkpoint_beats_promoted(
+    context: AssetCheckExecutionContext, clip: ClipResource
+) -> AssetCheckResult:
+    export_dir = latest_export(context.instance)
+    held_out = read_manifest(export_dir.parent / HELD_OUT)
+    if not held_out:
+        return AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.ERROR,
+            description="no held-out pairs: nothing shows the candidate is not worse",
+        )
+    candidate = text_to_image_recall(clip_encoder(export_dir), held_out)
+    current = clip.promoted()
+    baseline = (
+        text_to_image_recall(clip_encoder(Path(current.export_dir)), held_out) if current else None
+    )
+    verdict = promotion_gate(candidate, baseline, max_drop=clip.max_recall_drop)
+    return AssetCheckResult(
+        passed=verdict.passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=verdict.reason,
+        metadata={
+            **{f"candidate {k}": MetadataValue.float(v) for k, v in candidate.items()},
+            **{f"promoted {k}": MetadataValue.float(v) for k, v in (baseline or {}).items()},
+            "promoted_version": current.version if current else "none",
+        },
+    )
+
+
+@asset(
+    deps=[clip_checkpoint],
+    group_name="clip_training",
+    description="The CLIP checkpoint in use. Materialized only after the gate passed; its new "
+    "version makes every document's image_embeddings stale, and the roll-out sensor re-embeds "
+    "them and rolls the index to a new version.",
+)
+def promoted_clip_checkpoint(
+    context: AssetExecutionContext, clip: ClipResource
+) -> MaterializeResult:
+    export_dir = latest_export(context.instance)
+    held_out = read_manifest(export_dir.parent / HELD_OUT)
+    promoted = clip.promote(
+        Promoted(
+            version=checkpoint_version(export_dir),
+            export_dir=str(export_dir),
+            recall=text_to_image_recall(clip_encoder(export_dir), held_out),
+        )
+    )
+    return MaterializeResult(
+        metadata={
+            "version": promoted.version,
+            "export_dir": MetadataValue.path(promoted.export_dir),
+            **{k: MetadataValue.float(v) for k, v in promoted.recall.items()},
+        },
+        data_version=DataVersion(promoted.version),
+    )
