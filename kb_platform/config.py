@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     clip_open_clip_model: str | None = None
     clip_pretrained: str | None = None
 
+    @property
+    def clip_root(self) -> Path:
+        return self.clip_dir or self.data_dir / "clip"
+
     # inputs: file:// URIs are only read inside these roots
     corpus_dir: Path = REPO_ROOT.parent / "shared" / "corpus"
     allowed_roots: list[Path] = Field(default_factory=lambda: [REPO_ROOT.parent / "shared"])

@@ -12,6 +12,7 @@ from tokenizers import Tokenizer
 
 if TYPE_CHECKING:  # torch and transformers load only when an encoder is asked for
     from kb_platform.models.clip_encoder import ClipEncoder
+    from kb_platform.models.generator import LocalGenerator
     from kb_platform.models.text_encoder import TextEncoder
 
 
@@ -65,3 +66,16 @@ def clip_encoder(export_dir: Path) -> ClipEncoder:
     encoder = ClipEncoder(Path(export_dir))
     encoder.warmup()
     return encoder
+
+
+@lru_cache(maxsize=1)
+def generator(model_dir: Path | None = None, *, quantize: bool = True) -> LocalGenerator:
+    """gemma-3-270m for answers, loaded once per process and warmed up with one generation.
+    Without ``model_dir``, from the BentoML model store, converted from the packaged GGUF first
+    if the store lacks it (see kb_platform.models.generator)."""
+    from kb_platform.models.generator import LocalGenerator, ensure_in_store
+
+    offline()
+    model = LocalGenerator(model_dir or ensure_in_store(), quantize=quantize)
+    model.warmup()
+    return model

@@ -32,7 +32,7 @@ class ClipResource(ConfigurableResource):
     @classmethod
     def from_settings(cls, settings: Settings) -> ClipResource:
         return cls(
-            root_dir=str(settings.clip_dir or settings.data_dir / "clip"),
+            root_dir=str(settings.clip_root),
             ranks=settings.clip_ranks,
             steps=settings.clip_steps,
             batch_size=settings.clip_batch_size,

@@ -1,0 +1,87 @@
+"""kb-platform RAG service: /search and /ask over the chunk index, warmed before it is ready.
+
+    bentoml serve bentos/rag/service.py:RagService     # from the checkout (or: cd bentos/rag)
+    bentoml build -f bentos/rag/bentofile.yaml .       # a bento (references the generator model)
+
+Everything but the HTTP surface lives in kb_platform.serving (runtime, limits, auth, metrics);
+the encoders, retriever and prompts are kb_platform's own, the ones the Dagster assets use.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import bentoml
+from starlette.responses import JSONResponse
+
+from kb_platform.models.generator import MODEL_NAME, import_to_store
+from kb_platform.serving.errors import ServingError
+from kb_platform.serving.logs import configure_json_logging, current_request_id
+from kb_platform.serving.middleware import ServingMiddleware
+from kb_platform.serving.runtime import RagRuntime
+from kb_platform.serving.schemas import AskRequest, AskResponse, SearchRequest, SearchResponse
+from kb_platform.serving.settings import get_serving_settings
+
+log = logging.getLogger("kb_platform.serving.service")
+T = TypeVar("T")
+
+
+def _respond(call: Callable[[], T]) -> T | JSONResponse:
+    try:
+        return call()
+    except ServingError as exc:
+        return JSONResponse(
+            exc.body(current_request_id()), status_code=exc.status, headers=exc.headers
+        )
+
+
+@bentoml.service(
+    name="kb-rag",
+    workers=1,  # one process, threads inside: the per-key rate limits stay exact
+    threads=24,
+    traffic={"timeout": 120},  # safety net; endpoints have their own, shorter limits
+    metrics={"enabled": True},
+    logging={"access": {"enabled": False}},  # ServingMiddleware logs each request as JSON
+)
+class RagService:
+    generator_model = bentoml.models.BentoModel(f"{MODEL_NAME}:latest")
+
+    def __init__(self) -> None:
+        configure_json_logging()
+        self.runtime = RagRuntime(get_serving_settings(), generator_dir=self._generator_dir)
+        # Warm-up runs in the background so /livez answers at once and /readyz says "not yet".
+        self.runtime.start_warmup()
+
+    def _generator_dir(self) -> Path:
+        try:
+            return Path(self.generator_model.path)
+        except bentoml.exceptions.NotFound:
+            log.info("%s is not in the model store yet: converting the packaged GGUF", MODEL_NAME)
+            import_to_store()
+            return Path(self.generator_model.path)
+
+    def __is_alive__(self) -> bool:
+        return self.runtime.is_alive()
+
+    def __is_ready__(self) -> bool:
+        return self.runtime.is_ready()
+
+    @bentoml.api(route="/search", output_spec=SearchResponse)
+    def search(self, request: SearchRequest, /) -> SearchResponse | JSONResponse:
+        """Chunks (or images) for a text query or an uploaded image: bm25, knn or hybrid."""
+        return _respond(lambda: self.runtime.search(request, current_request_id()))
+
+    @bentoml.api(route="/ask", output_spec=AskResponse)
+    def ask(self, request: AskRequest, /) -> AskResponse | JSONResponse:
+        """A grounded answer that cites the retrieved chunks by number."""
+        return _respond(lambda: self.runtime.ask(request, current_request_id()))
+
+    @bentoml.on_shutdown
+    def _close(self) -> None:
+        self.runtime.close()
+
+
+RagService.add_asgi_middleware(ServingMiddleware)

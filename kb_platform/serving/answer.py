@@ -1,0 +1,111 @@
+"""/ask: numbered sources, a grounded prompt, a generated answer that cites them, and the
+extractive fallback (same numbered sources) when generation times out or cites nothing."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from kb_platform.index.retriever import Hit
+from kb_platform.serving.extractive import extractive_answer, snippet
+from kb_platform.serving.generation import Generator
+from kb_platform.serving.prompt import Source, build_prompt, cited_numbers, number_sources
+from kb_platform.serving.schemas import Citation
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    citations: list[Citation]
+    extractive: bool
+    fallback_reason: str | None
+    finish_reason: str
+    tokens: int
+    generation_s: float
+
+
+def citations_for(question: str, sources: list[Source], numbers: list[int]) -> list[Citation]:
+    by_number = {s.number: s for s in sources}
+    return [
+        Citation(
+            number=n,
+            chunk_id=by_number[n].hit.chunk_id,
+            doc_id=by_number[n].hit.doc_id,
+            page=by_number[n].page,
+            title=by_number[n].title or None,
+            source_uri=by_number[n].hit.source.get("source_uri"),
+            snippet=snippet(question, by_number[n]),
+            score=by_number[n].hit.score,
+        )
+        for n in numbers
+    ]
+
+
+def _fallback(
+    question: str, sources: list[Source], reason: str, finish: str, tokens: int, seconds: float
+) -> Answer:
+    extract = extractive_answer(question, sources)
+    return Answer(
+        extract.answer,
+        citations_for(question, sources, extract.numbers),
+        True,
+        reason,
+        finish,
+        tokens,
+        seconds,
+    )
+
+
+def answer_question(
+    question: str,
+    hits: list[Hit],
+    generator: Generator,
+    *,
+    max_new_tokens: int,
+    deadline: float,
+    max_source_chars: int,
+) -> Answer:
+    sources = number_sources(hits)
+    if not sources:
+        return Answer(
+            "No indexed source matches the question, so it cannot be answered from the "
+            "knowledge base.",
+            [],
+            True,
+            "no sources retrieved",
+            "stop",
+            0,
+            0.0,
+        )
+    prompt = build_prompt(question, sources, max_source_chars=max_source_chars)
+    started = time.perf_counter()
+    generation = generator.generate(prompt, max_new_tokens=max_new_tokens, deadline=deadline)
+    seconds = time.perf_counter() - started
+    if generation.finish_reason == "timeout":
+        return _fallback(
+            question,
+            sources,
+            f"generation did not finish within its time budget ({seconds:.1f}s)",
+            "timeout",
+            generation.tokens,
+            seconds,
+        )
+    numbers = cited_numbers(generation.text, len(sources))
+    if not numbers:
+        return _fallback(
+            question,
+            sources,
+            "the generated answer cited none of the sources",
+            "no_citation",
+            generation.tokens,
+            seconds,
+        )
+    return Answer(
+        generation.text.strip(),
+        citations_for(question, sources, numbers),
+        False,
+        None,
+        generation.finish_reason,
+        generation.tokens,
+        seconds,
+    )

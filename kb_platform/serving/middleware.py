@@ -1,0 +1,281 @@
+"""The service's front door, as ASGI middleware in front of BentoML's routes: request ids, API
+keys, per-key rate limits, request size limits, per-endpoint concurrency limits and timeouts,
+request metrics and one JSON access-log line per request.
+
+Refusals happen here, before BentoML reads or parses a body: a request without a valid key costs
+a header lookup, an oversized one is refused from its Content-Length or once the bytes read pass
+the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from kb_platform.serving.auth import ApiKeys
+from kb_platform.serving.errors import ServingError
+from kb_platform.serving.logs import reset_request_id, set_request_id
+from kb_platform.serving.metrics import metrics
+from kb_platform.serving.ratelimit import RateLimiter
+from kb_platform.serving.settings import ServingSettings, get_serving_settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+access_log = logging.getLogger("kb_platform.serving.access")
+log = logging.getLogger(__name__)
+
+PROBES = frozenset({"/livez", "/readyz", "/healthz"})
+DOCS = frozenset({"/", "/docs.json", "/schema.json"})
+API_ROUTES = frozenset({"/search", "/ask"})
+FILE_FIELDS = frozenset({b"image"})
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_DISPOSITION = re.compile(rb"^content-disposition:([^\r\n]*)\r?$", re.IGNORECASE | re.MULTILINE)
+_NAME = re.compile(rb'(?:^|;)\s*name="([^"]*)"')
+
+
+class _Slots:
+    """A concurrency limit that refuses instead of queueing (the client retries elsewhere)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.in_use = 0
+
+    def try_acquire(self) -> bool:
+        if self.in_use >= self.limit:
+            return False
+        self.in_use += 1
+        return True
+
+    def release(self) -> None:
+        self.in_use -= 1
+
+
+def url_file_fields(body: bytes) -> list[str]:
+    """File fields of a multipart body sent as plain values (BentoML would fetch a URL given
+    there; the service takes uploads only)."""
+    found = []
+    for match in _DISPOSITION.finditer(body):
+        line = match.group(1)
+        name = _NAME.search(line)
+        if name and name.group(1) in FILE_FIELDS and b"filename=" not in line.lower():
+            found.append(name.group(1).decode())
+    return found
+
+
+class ServingMiddleware:
+    def __init__(self, app: ASGIApp, settings: ServingSettings | None = None):
+        self.app = app
+        self.settings = settings or get_serving_settings()
+        self.keys = ApiKeys.from_settings(self.settings)
+        self.limiter = RateLimiter(self.settings.rate_per_s, self.settings.burst)
+        self.slots = {
+            "/search": _Slots(self.settings.search_concurrency),
+            "/ask": _Slots(self.settings.ask_concurrency),
+        }
+        self.timeouts = {
+            "/search": self.settings.search_timeout_s,
+            "/ask": self.settings.ask_timeout_s,
+        }
+        if not len(self.keys):
+            log.warning("no API keys configured: every request except the probes is refused")
+
+    def _is_open(self, path: str) -> bool:
+        if path in PROBES:
+            return True
+        if path == "/metrics":
+            return not self.settings.metrics_require_key
+        return path in DOCS or path.startswith("/static_content/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        given = headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = set_request_id(request_id)
+        path = scope["path"]
+        state: dict[str, Any] = {"status": 500, "started": False, "key": None, "bytes_in": 0}
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                if state.get("closed"):
+                    return
+                state["status"], state["started"] = message["status"], True
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            elif state.get("closed"):
+                return
+            await send(message)
+
+        try:
+            try:
+                await self._handle(scope, receive, send_with_id, path, headers, state)
+            except ServingError as exc:
+                metrics().rejected.labels(exc.code).inc()
+                await self._error(send_with_id, exc, request_id)
+        finally:
+            seconds = time.perf_counter() - started
+            endpoint = (
+                path if path in API_ROUTES or path in PROBES or path == "/metrics" else "other"
+            )
+            metrics().requests.labels(endpoint, str(state["status"])).observe(seconds)
+            access_log.info(
+                "%s %s %s",
+                scope.get("method"),
+                path,
+                state["status"],
+                extra={
+                    "method": scope.get("method"),
+                    "path": path,
+                    "status": state["status"],
+                    "duration_ms": round(seconds * 1000, 2),
+                    "api_key": state["key"],
+                    "bytes_in": state["bytes_in"],
+                },
+            )
+            reset_request_id(token)
+
+    async def _handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        path: str,
+        headers: dict[str, str],
+        state: dict[str, Any],
+    ) -> None:
+        if self._is_open(path):
+            await self.app(scope, receive, send)
+            return
+        principal = self.keys.authenticate(headers)
+        if principal is None:
+            raise ServingError(
+                401,
+                "a valid API key is required (Authorization: Bearer <key> or X-API-Key)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        state["key"] = principal.name
+        decision = self.limiter.check(principal.key_id, principal.rate_per_s, principal.burst)
+        if not decision.allowed:
+            raise ServingError(
+                429,
+                f"rate limit of key {principal.name!r} exceeded; retry after "
+                f"{decision.retry_after_header}s",
+                headers={"Retry-After": decision.retry_after_header},
+            )
+        body = await self._read_body(receive, headers, state)
+        if path in API_ROUTES and headers.get("content-type", "").startswith("multipart/"):
+            fields = url_file_fields(body)
+            if fields:
+                raise ServingError(
+                    400,
+                    f"field {fields[0]!r} must be uploaded as a file part (with a filename); "
+                    "the service does not fetch URLs",
+                )
+        replay = _replay(body)
+        slots = self.slots.get(path)
+        if slots is None:
+            await self.app(scope, replay, send)
+            return
+        if not slots.try_acquire():
+            raise ServingError(
+                503,
+                f"{path} is at its concurrency limit ({slots.limit}); retry shortly",
+                code="overloaded",
+                headers={"Retry-After": "1"},
+            )
+        await self._run_with_timeout(scope, replay, send, path, slots, state)
+
+    async def _read_body(
+        self, receive: Receive, headers: dict[str, str], state: dict[str, Any]
+    ) -> bytes:
+        limit = self.settings.max_request_bytes
+        declared = headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ServingError(
+                413, f"request body is {int(declared):,} bytes; the limit is {limit:,} bytes"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise ServingError(413, f"request body exceeds the limit of {limit:,} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        state["bytes_in"] = size
+        return b"".join(chunks)
+
+    async def _run_with_timeout(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        path: str,
+        slots: _Slots,
+        state: dict[str, Any],
+    ) -> None:
+        task = asyncio.ensure_future(self.app(scope, receive, send))
+        # The slot is held until the handler really ends, even past a timeout answer: its
+        # thread cannot be killed, so it still uses the capacity the limit protects.
+        task.add_done_callback(lambda _: slots.release())
+        timeout = self.timeouts[path]
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if task in done:
+            task.result()
+            return
+        if state["started"]:
+            await task  # the response is under way: let it finish
+            return
+        task.cancel()
+        await self._error(
+            send,
+            ServingError(504, f"{path} did not finish within {timeout:g}s", code="timeout"),
+            None,
+        )
+        state["closed"] = True
+
+    async def _error(self, send: Send, exc: ServingError, request_id: str | None) -> None:
+        from kb_platform.serving.logs import current_request_id
+
+        body = json.dumps(exc.body(request_id or current_request_id())).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
+        ]
+        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # like a client that keeps the connection open
+        return {"type": "http.disconnect"}
+
+    return receive

@@ -1,0 +1,314 @@
+"""Everything one service worker holds: the Elasticsearch client, the encoders, the generator,
+readiness; and the two operations, search and ask. BentoML-free, so tests and benchmarks can
+drive it too; bentos/rag/service.py exposes it over HTTP."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
+
+from kb_platform.config import Settings, get_settings
+from kb_platform.index.mapping import IndexNames
+from kb_platform.index.retriever import (
+    ClipQueries,
+    Filters,
+    Hit,
+    Retriever,
+    reciprocal_rank_fusion,
+)
+from kb_platform.models import registry
+from kb_platform.serving.answer import answer_question
+from kb_platform.serving.clip import load_clip
+from kb_platform.serving.errors import SearchBackendUnavailable, ServingError
+from kb_platform.serving.generation import (
+    Generator,
+    LocalAnswerGenerator,
+    OpenAICompatibleGenerator,
+)
+from kb_platform.serving.limits import load_image
+from kb_platform.serving.metrics import metrics
+from kb_platform.serving.readiness import Readiness
+from kb_platform.serving.schemas import AskRequest, AskResponse, SearchRequest, SearchResponse
+from kb_platform.serving.search import filters_of, search_image, search_text, to_search_hit
+from kb_platform.serving.settings import GeneratorBackend, ServingSettings
+
+log = logging.getLogger(__name__)
+
+
+def _read_secret(path: Path | None) -> str | None:
+    return path.read_text(encoding="utf-8").strip() if path is not None else None
+
+
+class RagRuntime:
+    def __init__(
+        self,
+        settings: ServingSettings,
+        base: Settings | None = None,
+        *,
+        generator_dir: Callable[[], Path] | None = None,
+    ):
+        self.settings = settings
+        self.base = base or get_settings()
+        self.names = IndexNames(self.base.elasticsearch_index_base)
+        self.es = Elasticsearch(
+            self.base.elasticsearch_url,
+            api_key=_read_secret(settings.elasticsearch_api_key_file),
+            request_timeout=settings.search_timeout_s,
+            max_retries=1,
+            retry_on_timeout=False,
+        )
+        self.readiness = Readiness(
+            self.es, self.names.read_alias, cache_s=settings.readiness_cache_s
+        )
+        self._generator_dir = generator_dir
+        self.encode: Callable[[str], np.ndarray] | None = None
+        self.generator: Generator | None = None
+        self.clip: ClipQueries | None = None
+        self.clip_missing = "the service is still warming up"
+
+    # warm-up and readiness
+
+    def start_warmup(self) -> threading.Thread:
+        thread = threading.Thread(target=self.warm_up, name="kb-warmup", daemon=True)
+        thread.start()
+        return thread
+
+    def warm_up(self) -> None:
+        m = metrics()
+        m.ready.set(0)
+        started = time.perf_counter()
+        try:
+            import torch
+
+            torch.set_num_threads(self.settings.torch_threads)
+            with self._timed("text_encoder"):
+                encoder = registry.text_encoder()
+                self.encode = lambda query: encoder.encode([query])[0]
+            m.model_load.labels("text_encoder").set(encoder.load_seconds)
+            with self._timed("generator"):
+                self.generator = self._load_generator()
+            with self._timed("clip"):
+                self.clip, self.clip_missing = load_clip(self.settings, self.base)
+            with self._timed("elasticsearch"):
+                self._warm_index()
+        except Exception as exc:
+            self.readiness.warmup_error = f"{type(exc).__name__}: {exc}"
+            log.exception("warm-up failed; the service stays not ready")
+            return
+        total = time.perf_counter() - started
+        m.warmup.labels("total").set(total)
+        self.readiness.warm.set()
+        m.ready.set(1 if self.readiness.is_ready() else 0)
+        log.info("warm in %.1fs", total, extra={"warmup_s": round(total, 2)})
+
+    @contextmanager
+    def _timed(self, component: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - started
+        metrics().warmup.labels(component).set(seconds)
+        log.info(
+            "warm-up %s: %.2fs",
+            component,
+            seconds,
+            extra={"component": component, "seconds": round(seconds, 3)},
+        )
+
+    def _load_generator(self) -> Generator:
+        settings = self.settings
+        if settings.generator is GeneratorBackend.OPENAI:
+            if not (settings.openai_base_url and settings.openai_model):
+                raise ValueError("the openai generator needs KB_SERVING_OPENAI_BASE_URL and _MODEL")
+            remote = OpenAICompatibleGenerator(
+                settings.openai_base_url,
+                settings.openai_model,
+                _read_secret(settings.openai_api_key_file),
+            )
+            remote.warmup()
+            return remote
+        model_dir = self._generator_dir() if self._generator_dir else None
+        model = registry.generator(model_dir, quantize=settings.generator_quantize)
+        metrics().model_load.labels("generator").set(model.load_seconds)
+        return LocalAnswerGenerator(model, settings.generation_concurrency)
+
+    def _warm_index(self) -> None:
+        """Checks the alias and runs one real query through it; an unreachable index is not
+        fatal here: readiness keeps checking it."""
+        ok, detail = self.readiness.index_status()
+        if not ok:
+            log.warning("index not available at warm-up: %s", detail)
+            return
+        self._retriever(None).hybrid("warm up the index", k=1)
+
+    def is_alive(self) -> bool:
+        """False only when the warm-up failed for good: a restart is the remedy."""
+        return self.readiness.warmup_error is None
+
+    def is_ready(self) -> bool:
+        ready = self.readiness.is_ready()
+        metrics().ready.set(1 if ready else 0)
+        return ready
+
+    # operations
+
+    def _require_warm(self) -> None:
+        if not self.readiness.warm.is_set() or self.encode is None:
+            raise ServingError(
+                503,
+                "the service is warming up; retry shortly",
+                code="warming_up",
+                headers={"Retry-After": "5"},
+            )
+
+    def _retriever(self, request_id: str | None) -> Retriever:
+        assert self.encode is not None
+        es = self.es.options(opaque_id=request_id) if request_id else self.es
+        return Retriever(
+            es,
+            self.encode,
+            index=self.names.read_alias,
+            num_candidates_factor=self.base.knn_num_candidates_factor,
+            rescore_oversample=self.base.knn_rescore_oversample or None,
+            fusion_window=self.settings.fusion_window,
+            rrf_k=self.base.rrf_k,
+            clip=self.clip,
+        )
+
+    @contextmanager
+    def _index_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except NotFoundError:
+            raise SearchBackendUnavailable(f"index {self.names.read_alias} not found") from None
+        except TransportError as exc:  # connection refused, timeouts
+            raise SearchBackendUnavailable(type(exc).__name__) from None
+        except ApiError as exc:
+            if exc.status_code >= 500 or exc.status_code == 429:
+                raise SearchBackendUnavailable(f"status {exc.status_code}") from None
+            raise
+
+    def _retrieve(
+        self,
+        retriever: Retriever,
+        *,
+        query: str | None,
+        image: Path | None,
+        mode: str,
+        target: str,
+        k: int,
+        filters: Filters,
+    ) -> tuple[list[Hit], str]:
+        started = time.perf_counter()
+        with self._index_errors():
+            if image is not None:
+                picture = load_image(
+                    image,
+                    max_bytes=self.settings.max_image_bytes,
+                    max_pixels=self.settings.max_image_pixels,
+                )
+                hits, label = search_image(
+                    retriever,
+                    picture,
+                    target=target,
+                    k=k,
+                    filters=filters,
+                    clip_missing=self.clip_missing,
+                )
+                if query:  # question and image: text hits and image-matched chunks, fused
+                    text_hits, _ = search_text(
+                        retriever, query, mode=mode, target=target, k=k, filters=filters
+                    )
+                    hits, label = _fuse(text_hits, hits, k), f"{mode}+{label}"
+            else:
+                assert query is not None
+                hits, label = search_text(
+                    retriever,
+                    query,
+                    mode=mode,
+                    target=target,
+                    k=k,
+                    filters=filters,
+                    clip_missing=self.clip_missing,
+                )
+        metrics().retrieval.labels(label).observe(time.perf_counter() - started)
+        return hits, label
+
+    def search(self, request: SearchRequest, request_id: str | None = None) -> SearchResponse:
+        self._require_warm()
+        started = time.perf_counter()
+        hits, label = self._retrieve(
+            self._retriever(request_id),
+            query=request.query,
+            image=request.image,
+            mode=request.mode,
+            target=request.target,
+            k=request.k,
+            filters=filters_of(request.filters),
+        )
+        return SearchResponse(
+            request_id=request_id,
+            mode=label,
+            hits=[to_search_hit(hit) for hit in hits],
+            took_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    def ask(self, request: AskRequest, request_id: str | None = None) -> AskResponse:
+        self._require_warm()
+        assert self.generator is not None
+        settings = self.settings
+        started = time.perf_counter()
+        hits, _ = self._retrieve(
+            self._retriever(request_id),
+            query=request.question,
+            image=request.image,
+            mode=request.mode,
+            target="chunks",
+            k=request.k,
+            filters=filters_of(request.filters),
+        )
+        retrieval_s = time.perf_counter() - started
+        budget = min(
+            request.timeout_s or settings.generation_timeout_s, settings.generation_timeout_s
+        )
+        max_tokens = min(request.max_tokens or settings.max_new_tokens, settings.max_new_tokens_cap)
+        answer = answer_question(
+            request.question,
+            hits,
+            self.generator,
+            max_new_tokens=max_tokens,
+            deadline=time.monotonic() + budget,
+            max_source_chars=settings.max_source_chars,
+        )
+        m = metrics()
+        m.generation.labels(self.generator.name, answer.finish_reason).observe(answer.generation_s)
+        m.tokens.labels(self.generator.name).inc(answer.tokens)
+        m.answers.labels("extractive" if answer.extractive else "generated").inc()
+        return AskResponse(
+            request_id=request_id,
+            answer=answer.text,
+            citations=answer.citations,
+            extractive=answer.extractive,
+            fallback_reason=answer.fallback_reason,
+            finish_reason=answer.finish_reason,  # type: ignore[arg-type]
+            generator=self.generator.name,
+            tokens_generated=answer.tokens,
+            retrieval_ms=round(retrieval_s * 1000, 2),
+            generation_ms=round(answer.generation_s * 1000, 2),
+            took_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    def close(self) -> None:
+        self.es.close()
+
+
+def _fuse(first: list[Hit], second: list[Hit], k: int) -> list[Hit]:
+    by_id = {h.chunk_id: h for h in [*second, *first]}
+    fused = reciprocal_rank_fusion([[h.chunk_id for h in first], [h.chunk_id for h in second]])
+    return [Hit(cid, score, by_id[cid].source, by_id[cid].ranks) for cid, score in fused[:k]]

@@ -1,0 +1,140 @@
+"""Typed requests and responses of the RAG service (their JSON Schema is the OpenAPI spec).
+
+Text-only requests are JSON; a request with an image is ``multipart/form-data`` with the image
+as a file part and the other fields as form fields (objects such as ``filters`` as JSON).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from bentoml.validators import FileSchema
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kb_platform.serving.settings import get_serving_settings
+
+Mode = Literal["bm25", "knn", "hybrid"]
+Target = Literal["chunks", "images"]
+FinishReason = Literal["stop", "length", "timeout", "no_citation", "error"]
+
+# An optional file part. FileSchema sits outside the union: it is unhashable, so it cannot be
+# inside ``Path | None``; BentoML then stores the upload in a per-request temporary file.
+ImageUpload = Annotated[Path | None, FileSchema()]
+
+
+def _check_limits(query: str | None, k: int) -> None:
+    settings = get_serving_settings()  # read when a request validates, not at import
+    if query is not None and len(query) > settings.max_query_chars:
+        raise ValueError(
+            f"query is {len(query)} characters; the limit is {settings.max_query_chars}"
+        )
+    if k > settings.max_k:
+        raise ValueError(f"k is {k}; the limit is {settings.max_k}")
+
+
+class SearchFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    modality: list[str] = Field(default_factory=list, max_length=8, description="e.g. text")
+    doc_id: list[str] = Field(default_factory=list, max_length=100)
+    source: list[str] = Field(
+        default_factory=list, max_length=100, description="source URIs (exact)"
+    )
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str | None = Field(default=None, min_length=1, description="text query")
+    image: ImageUpload = Field(default=None, description="image query (multipart file part)")
+    k: int = Field(default=10, ge=1, description="number of hits")
+    mode: Mode = Field(default="hybrid", description="text queries over chunks")
+    target: Target = Field(
+        default="chunks", description="chunks (text) or images; images and image queries use CLIP"
+    )
+    filters: SearchFilters = Field(default_factory=SearchFilters)
+
+    @model_validator(mode="after")
+    def _one_query(self) -> SearchRequest:
+        if (self.query is None) == (self.image is None):
+            raise ValueError("give exactly one of query (text) or image (file upload)")
+        _check_limits(self.query, self.k)
+        return self
+
+
+class Provenance(BaseModel):
+    source_uri: str | None = None
+    title: str | None = None
+    char_start: int | None = None
+    char_end: int | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    ranks: dict[str, int] = Field(
+        default_factory=dict, description="1-based rank in each list the hit came from"
+    )
+
+
+class SearchHit(BaseModel):
+    chunk_id: str
+    doc_id: str
+    page: int | None = None
+    modality: str | None = None
+    kind: str = Field(description="text (a chunk) or image")
+    text: str | None = None
+    image_key: str | None = None
+    score: float
+    provenance: Provenance
+
+
+class SearchResponse(BaseModel):
+    request_id: str | None = None
+    mode: str
+    hits: list[SearchHit]
+    took_ms: float
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1)
+    image: ImageUpload = Field(default=None, description="optional image (multipart file part)")
+    k: int = Field(default=4, ge=1, le=10, description="sources given to the generator")
+    mode: Mode = "hybrid"
+    filters: SearchFilters = Field(default_factory=SearchFilters)
+    max_tokens: int | None = Field(default=None, ge=1, description="answer length cap (tokens)")
+    timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="generation budget; past it, an extractive answer is returned instead",
+    )
+
+    @model_validator(mode="after")
+    def _limits(self) -> AskRequest:
+        _check_limits(self.question, self.k)
+        return self
+
+
+class Citation(BaseModel):
+    number: int = Field(description="the [n] the answer uses")
+    chunk_id: str
+    doc_id: str
+    page: int | None = None
+    title: str | None = None
+    source_uri: str | None = None
+    snippet: str
+    score: float
+
+
+class AskResponse(BaseModel):
+    request_id: str | None = None
+    answer: str
+    citations: list[Citation] = Field(description="the sources the answer cites, by number")
+    extractive: bool = Field(description="true: sentences quoted from the sources (fallback)")
+    fallback_reason: str | None = None
+    finish_reason: FinishReason
+    generator: str
+    tokens_generated: int
+    retrieval_ms: float
+    generation_ms: float
+    took_ms: float

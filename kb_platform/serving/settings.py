@@ -1,0 +1,87 @@
+"""Settings of the RAG service, read once from the environment (prefix ``KB_SERVING_``).
+
+API keys are stored as SHA-256 hashes only (``api_keys_file`` or ``KB_SERVING_API_KEYS``); the
+secret of an OpenAI-compatible generator is read from a file, never from a setting's value.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GeneratorBackend(StrEnum):
+    LOCAL = "local"  # gemma-3-270m from the BentoML model store, in the service process
+    OPENAI = "openai"  # an OpenAI-compatible server (vLLM, Ollama, ...)
+
+
+class ApiKeyEntry(BaseModel):
+    """One accepted key: its SHA-256 (hex), a name for logs and metrics, optional own limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    name: str = "default"
+    rate_per_s: float | None = None
+    burst: int | None = None
+
+
+class ServingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KB_SERVING_", extra="ignore")
+
+    # authentication: keys as hashes, from the environment (JSON list) and/or a secret file
+    # (JSON list of the same objects, or one hex hash per line)
+    api_keys: list[ApiKeyEntry] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    metrics_require_key: bool = True
+
+    # per-key token bucket: sustained requests per second and burst
+    rate_per_s: float = 20.0
+    burst: int = 40
+
+    # request limits
+    max_request_bytes: int = 8 * 1024 * 1024
+    max_image_bytes: int = 6 * 1024 * 1024
+    max_image_pixels: int = 16_000_000
+    max_query_chars: int = 1000
+    max_k: int = 50
+
+    # time and concurrency, per worker
+    search_timeout_s: float = 5.0
+    ask_timeout_s: float = 60.0
+    search_concurrency: int = 32
+    ask_concurrency: int = 4
+    generation_concurrency: int = 1
+
+    # retrieval
+    fusion_window: int = 20
+    ask_sources: int = 4
+    max_source_chars: int = 700
+
+    # generation
+    generator: GeneratorBackend = GeneratorBackend.LOCAL
+    generator_model: str = "kb-gemma3-270m"  # BentoML model store name (local backend)
+    generator_quantize: bool = True  # int8 dynamic quantization of the Linear layers on CPU
+    generation_timeout_s: float = 20.0
+    max_new_tokens: int = 96
+    max_new_tokens_cap: int = 256
+    openai_base_url: str | None = None  # e.g. http://vllm:8000/v1
+    openai_model: str | None = None
+    openai_api_key_file: Path | None = None
+
+    elasticsearch_api_key_file: Path | None = None  # none on loopback
+
+    # CLIP (image search): an export directory, else the promoted checkpoint if there is one
+    clip_export_dir: Path | None = None
+
+    torch_threads: int = 1  # one intra-op thread per request is fastest here (DESIGN.md 7)
+    readiness_cache_s: float = 1.0
+
+
+@lru_cache(maxsize=1)
+def get_serving_settings() -> ServingSettings:
+    return ServingSettings()
