@@ -47,7 +47,6 @@ from kb_platform.defs.reliability.dead_letter_sensor import dead_letter_on_failu
 from kb_platform.defs.reliability.offset_commit_sensor import commit_settled_offsets
 from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
-from kb_platform.kafka.topics import ensure_topics
 from kb_platform.resources.blob_store import LocalBlobStore
 from kb_platform.resources.clip import ClipResource
 from kb_platform.resources.elasticsearch import ElasticsearchResource
@@ -193,15 +192,10 @@ def main() -> None:
     settings = get_settings()
     run_id = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="kb-ingest-bench-"))
-    kafka = KafkaResource(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        ingest_topic_prefix=f"bench-{run_id}.ingest.",
-        dlq_topic_prefix=f"bench-{run_id}.dlq.",
-        consumer_group=f"bench-{run_id}",
-        max_batch=20,
+    kafka = KafkaResource(bootstrap_servers=settings.kafka_bootstrap_servers).namespaced(
+        f"bench-{run_id}", max_batch=20
     )
-    topics = kafka.topics()
-    ensure_topics(kafka.admin(), [*topics.all_ingest(), *topics.all_dlq()], partitions=1)
+    kafka.create_topics(partitions=1)
     index_base = f"bench-{run_id}"
     es_resource = ElasticsearchResource(url=settings.elasticsearch_url, index_base=index_base)
     resources = {

@@ -20,7 +20,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -36,21 +35,7 @@ from kb_platform.training.evaluation import text_to_image_recall
 
 
 def torchrun(config: TrainConfig, ranks: int) -> dict:
-    Path(config.out_dir).mkdir(parents=True, exist_ok=True)
-    path = Path(config.out_dir) / "config.json"
-    config.save(path)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={ranks}",
-        "-m",
-        "kb_platform.training.train",
-        "--config",
-        str(path),
-    ]
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(config.launch_command(ranks), check=True, capture_output=True)
     return json.loads((config.export_dir / "metrics.json").read_text())
 
 

@@ -268,12 +268,9 @@ def produce(paths: tuple[Path, ...]) -> None:
 @click.option("--partitions", default=None, type=int, help="partitions of each new topic")
 def topics(partitions: int | None) -> None:
     """Create the ingest and dead-letter topics that do not exist yet."""
-    from kb_platform.kafka.topics import ensure_topics
     from kb_platform.resources import build_resources
 
-    kafka = build_resources(get_settings())["kafka"]
-    names = [*kafka.topics().all_ingest(), *kafka.topics().all_dlq()]
-    created = ensure_topics(kafka.admin(), names, partitions=partitions or kafka.topic_partitions)
+    names, created = build_resources(get_settings())["kafka"].create_topics(partitions)
     click.echo(f"topics: {len(names)} ({len(created)} created)")
 
 

@@ -9,7 +9,7 @@ from confluent_kafka.admin import AdminClient
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from kb_platform.kafka.topics import Topics
+from kb_platform.kafka.topics import Topics, ensure_topics
 
 
 class KafkaResource(ConfigurableResource):
@@ -34,6 +34,28 @@ class KafkaResource(ConfigurableResource):
             dlq_prefix=self.dlq_topic_prefix,
             dlq_general_name=f"{self.dlq_topic_prefix}general",
         )
+
+    def namespaced(self, name: str, **overrides: Any) -> KafkaResource:
+        """The same broker with topics (``<name>.ingest.*``, ``<name>.dlq.*``) and a consumer
+        group of their own: tests, benchmarks and e2e instances never see each other's messages."""
+        return KafkaResource(
+            bootstrap_servers=self.bootstrap_servers,
+            security_protocol=self.security_protocol,
+            sasl_mechanism=self.sasl_mechanism,
+            sasl_username=self.sasl_username,
+            sasl_password=self.sasl_password,
+            ingest_topic_prefix=f"{name}.ingest.",
+            dlq_topic_prefix=f"{name}.dlq.",
+            consumer_group=f"{name}-group",
+            **overrides,
+        )
+
+    def create_topics(self, partitions: int | None = None) -> tuple[list[str], list[str]]:
+        """(every ingest and dead-letter topic, those created now); existing ones are kept."""
+        topics = self.topics()
+        names = [*topics.all_ingest(), *topics.all_dlq()]
+        created = ensure_topics(self.admin(), names, partitions=partitions or self.topic_partitions)
+        return names, created
 
     def client_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,24 @@ class TrainConfig:
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
+
+    def launch_command(self, ranks: int) -> list[str]:
+        """Writes the config into ``out_dir`` and returns the ``torchrun`` command that trains
+        with it: one node, a free rendezvous port of its own, ``ranks`` processes."""
+        path = Path(self.out_dir) / "config.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.save(path)
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={ranks}",
+            "-m",
+            "kb_platform.training.train",
+            "--config",
+            str(path),
+        ]
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:

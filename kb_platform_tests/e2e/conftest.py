@@ -15,7 +15,6 @@ from elasticsearch import Elasticsearch
 from kb_platform.config import REPO_ROOT
 from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
-from kb_platform.kafka.topics import ensure_topics
 from kb_platform.resources.kafka import KafkaResource
 
 PORT = "3111"
@@ -26,16 +25,8 @@ DAGSTER_SCRIPT = REPO_ROOT / "deploy" / "local" / "dagster" / "dagster.sh"
 def e2e_kafka(kafka: KafkaResource) -> KafkaResource:
     """Topics and consumer group of the e2e instance only: its sensors never see other tests'
     messages (or a developer's demo topics)."""
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    scoped = KafkaResource(
-        bootstrap_servers=kafka.bootstrap_servers,
-        ingest_topic_prefix=f"{name}.ingest.",
-        dlq_topic_prefix=f"{name}.dlq.",
-        consumer_group=f"{name}-group",
-        topic_partitions=1,
-    )
-    topics = scoped.topics()
-    ensure_topics(scoped.admin(), [*topics.all_ingest(), *topics.all_dlq()], partitions=1)
+    scoped = kafka.namespaced(f"e2e-{uuid.uuid4().hex[:8]}", topic_partitions=1)
+    scoped.create_topics()
     return scoped
 
 

@@ -13,7 +13,6 @@ from kb_platform.config import get_settings
 from kb_platform.definitions import build_definitions
 from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
-from kb_platform.kafka.topics import ensure_topics
 from kb_platform.resources.blob_store import LocalBlobStore
 from kb_platform.resources.clip import ClipResource
 from kb_platform.resources.elasticsearch import ElasticsearchResource
@@ -26,15 +25,8 @@ from kb_platform.resources.processing import ProcessingResource
 def stack(
     kafka: KafkaResource, es, unique_name: str, tmp_path: Path, settings
 ) -> Iterator[tuple[DagsterInstance, Definitions, KafkaResource]]:
-    scoped = KafkaResource(
-        bootstrap_servers=kafka.bootstrap_servers,
-        ingest_topic_prefix=f"{unique_name}.ingest.",
-        dlq_topic_prefix=f"{unique_name}.dlq.",
-        consumer_group=f"{unique_name}-group",
-        poll_timeout_s=3.0,
-    )
-    topics = scoped.topics()
-    ensure_topics(scoped.admin(), [*topics.all_ingest(), *topics.all_dlq()], partitions=1)
+    scoped = kafka.namespaced(unique_name, poll_timeout_s=3.0)
+    scoped.create_topics(partitions=1)
     index_base = f"rel-{uuid.uuid4().hex[:8]}"
     resources = {
         "kafka": scoped,

@@ -14,7 +14,6 @@ from dagster import DagsterInstance, SensorResult, build_sensor_context
 from kb_platform.contracts import Modality
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
 from kb_platform.kafka.dead_letters import headers_dict
-from kb_platform.kafka.topics import ensure_topics
 from kb_platform.resources.blob_store import LocalBlobStore
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.processing import ProcessingResource
@@ -24,16 +23,8 @@ from kb_platform_tests.integration.kafka_helpers import drain, message, produce
 @pytest.fixture
 def kafka_ns(kafka: KafkaResource, unique_name: str) -> KafkaResource:
     """A KafkaResource whose ingest and dead-letter topics belong to this test alone."""
-    scoped = KafkaResource(
-        bootstrap_servers=kafka.bootstrap_servers,
-        ingest_topic_prefix=f"{unique_name}.ingest.",
-        dlq_topic_prefix=f"{unique_name}.dlq.",
-        consumer_group=f"{unique_name}-group",
-        max_batch=50,
-        poll_timeout_s=3.0,
-    )
-    topics = scoped.topics()
-    ensure_topics(scoped.admin(), [*topics.all_ingest(), *topics.all_dlq()], partitions=1)
+    scoped = kafka.namespaced(unique_name, max_batch=50, poll_timeout_s=3.0)
+    scoped.create_topics(partitions=1)
     return scoped
 
 

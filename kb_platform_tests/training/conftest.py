@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,22 +47,8 @@ def train_config(tmp_path: Path, pair_examples: list[Example]) -> TrainConfig:
 
 def torchrun(config: TrainConfig, ranks: int = 2, **changes: object) -> subprocess.Popen:
     """Starts ``torchrun`` on the config (changed as asked) in a process group of its own."""
-    config = replace(config, **changes)
-    Path(config.out_dir).mkdir(parents=True, exist_ok=True)
-    path = Path(config.out_dir) / "config.json"
-    config.save(path)
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={ranks}",
-            "-m",
-            "kb_platform.training.train",
-            "--config",
-            str(path),
-        ],
+        replace(config, **changes).launch_command(ranks),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -2,7 +2,7 @@
 held-out recall against the promoted checkpoint; ``promoted_clip_checkpoint`` makes a candidate
 that passed the gate the one every embedding uses."""
 
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,20 +33,6 @@ from kb_platform.training.promotion import Promoted, checkpoint_version, promoti
 HELD_OUT = "held_out.jsonl"
 
 
-def torchrun_command(ranks: int, config: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",  # one node, a free rendezvous port of its own
-        f"--nproc_per_node={ranks}",
-        "-m",
-        "kb_platform.training.train",
-        "--config",
-        str(config),
-    ]
-
-
 @asset(
     group_name="clip_training",
     kinds={"pytorch"},
@@ -73,9 +59,9 @@ def clip_checkpoint(
     run_dir = clip.root / "runs" / context.run.run_id
     images = clip.root / "images"
     write_manifest(run_dir / "train.jsonl", examples_on_disk(train, blob_store, images))
-    write_manifest(run_dir / HELD_OUT, examples_on_disk(held_out, blob_store, images))
+    held_out_examples = examples_on_disk(held_out, blob_store, images)
+    write_manifest(run_dir / HELD_OUT, held_out_examples)
     config = clip.train_config(run_dir / "train.jsonl", run_dir)
-    config.save(run_dir / "config.json")
     context.log.info(
         "training on %d pairs (%d held out) with %d ranks, from %s",
         len(train),
@@ -84,14 +70,17 @@ def clip_checkpoint(
         config.init_from or "the spec's initial weights",
     )
     result = pipes_subprocess_client.run(
-        command=torchrun_command(clip.ranks, run_dir / "config.json"),
+        command=config.launch_command(clip.ranks),
         context=context,
         extras={"run_dir": str(run_dir)},
     ).get_materialize_result()
+    # The candidate is evaluated once, here; the gate and the promotion read the result.
+    recall = text_to_image_recall(clip_encoder(config.export_dir), held_out_examples)
     metadata = {
         **(result.metadata or {}),
         "train_pairs": len(train),
         "held_out_pairs": len(held_out),
+        "held_out_recall": MetadataValue.json(recall),
         "version": checkpoint_version(config.export_dir),
         "export_dir": MetadataValue.path(str(config.export_dir)),
         "init_from": config.init_from or "none",
@@ -99,11 +88,25 @@ def clip_checkpoint(
     return MaterializeResult(metadata=metadata)
 
 
-def latest_export(instance: DagsterInstance) -> Path:
+@dataclass(frozen=True)
+class Candidate:
+    export_dir: Path
+    version: str
+    recall: dict[str, float]  # text-to-image, on its held-out pairs
+    held_out_pairs: int
+
+
+def latest_candidate(instance: DagsterInstance) -> Candidate:
     event = instance.get_latest_materialization_event(clip_checkpoint.key)
     if event is None or event.asset_materialization is None:
         raise Failure("clip_checkpoint has not been materialized")
-    return Path(str(event.asset_materialization.metadata["export_dir"].value))
+    metadata = event.asset_materialization.metadata
+    return Candidate(
+        export_dir=Path(str(metadata["export_dir"].value)),
+        version=str(metadata["version"].value),
+        recall=dict(metadata["held_out_recall"].value),
+        held_out_pairs=int(metadata["held_out_pairs"].value),
+    )
 
 
 @asset_check(
@@ -115,26 +118,29 @@ def latest_export(instance: DagsterInstance) -> Path:
 def clip_checkpoint_beats_promoted(
     context: AssetCheckExecutionContext, clip: ClipResource
 ) -> AssetCheckResult:
-    export_dir = latest_export(context.instance)
-    held_out = read_manifest(export_dir.parent / HELD_OUT)
-    if not held_out:
+    candidate = latest_candidate(context.instance)
+    if not candidate.held_out_pairs:
         return AssetCheckResult(
             passed=False,
             severity=AssetCheckSeverity.ERROR,
             description="no held-out pairs: nothing shows the candidate is not worse",
         )
-    candidate = text_to_image_recall(clip_encoder(export_dir), held_out)
     current = clip.promoted()
-    baseline = (
-        text_to_image_recall(clip_encoder(Path(current.export_dir)), held_out) if current else None
+    baseline = (  # the promoted checkpoint on the candidate's held-out pairs
+        text_to_image_recall(
+            clip_encoder(Path(current.export_dir)),
+            read_manifest(candidate.export_dir.parent / HELD_OUT),
+        )
+        if current
+        else None
     )
-    verdict = promotion_gate(candidate, baseline, max_drop=clip.max_recall_drop)
+    verdict = promotion_gate(candidate.recall, baseline, max_drop=clip.max_recall_drop)
     return AssetCheckResult(
         passed=verdict.passed,
         severity=AssetCheckSeverity.ERROR,
         description=verdict.reason,
         metadata={
-            **{f"candidate {k}": MetadataValue.float(v) for k, v in candidate.items()},
+            **{f"candidate {k}": MetadataValue.float(v) for k, v in candidate.recall.items()},
             **{f"promoted {k}": MetadataValue.float(v) for k, v in (baseline or {}).items()},
             "promoted_version": current.version if current else "none",
         },
@@ -151,13 +157,12 @@ def clip_checkpoint_beats_promoted(
 def promoted_clip_checkpoint(
     context: AssetExecutionContext, clip: ClipResource
 ) -> MaterializeResult:
-    export_dir = latest_export(context.instance)
-    held_out = read_manifest(export_dir.parent / HELD_OUT)
+    candidate = latest_candidate(context.instance)
     promoted = clip.promote(
         Promoted(
-            version=checkpoint_version(export_dir),
-            export_dir=str(export_dir),
-            recall=text_to_image_recall(clip_encoder(export_dir), held_out),
+            version=candidate.version,
+            export_dir=str(candidate.export_dir),
+            recall=candidate.recall,
         )
     )
     return MaterializeResult(
