@@ -5,7 +5,7 @@ KB := $(VENV)/bin/kb-platform
 CORPUS ?= ../shared/corpus
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: setup up down status demo test lint format
+.PHONY: setup up down status demo test test-kernels lint format
 
 setup:
 	bash deploy/local/setup.sh
@@ -33,7 +33,15 @@ format:
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# The whole suite against the real services (started here, left running for the next run).
+# The whole suite against the real services (started here, left running for the next run), then
+# the numerics-sensitive tests once more under another CPU kernel set than this machine's own.
 test: setup lint
 	$(KB) services up postgres kafka elasticsearch
 	$(VENV)/bin/pytest -ra
+	$(MAKE) test-kernels
+
+# The `numerics` tests (models, training, retrieval, serving) under a second kernel set
+# (kb_platform_tests/kernel_sets.py): a test that holds only with one CPU's kernels fails here.
+test-kernels:
+	$(KB) services up postgres kafka elasticsearch
+	$(VENV)/bin/python -m kb_platform_tests.kernel_sets -m numerics -ra

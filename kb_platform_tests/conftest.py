@@ -12,6 +12,22 @@ from elasticsearch import Elasticsearch
 from kb_platform.config import REPO_ROOT, Settings, get_settings
 from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.kafka import KafkaResource
+from kb_platform_tests.kernel_sets import REQUESTED, check_applied, own_capability
+
+
+def pytest_report_header() -> str:
+    requested = os.environ.get(REQUESTED)
+    origin = f"the second set, asked for {requested}" if requested else "this machine's own"
+    return f"cpu kernels: {own_capability()} ({origin})"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    requested = os.environ.get(REQUESTED)
+    if requested:
+        try:
+            check_applied(requested, own_capability())
+        except RuntimeError as exc:
+            pytest.exit(str(exc), returncode=4)
 
 
 @pytest.fixture(scope="session")

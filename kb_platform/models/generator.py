@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tokenizers import Tokenizer
 
+from kb_platform.models.forced_start import ForcedStart
+
 if TYPE_CHECKING:
     import bentoml
 
@@ -194,18 +196,27 @@ class LocalGenerator:
 
     @torch.inference_mode()
     def generate(
-        self, prompt: str, *, max_new_tokens: int, stop: Sequence[str], deadline: float
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int,
+        stop: Sequence[str],
+        deadline: float,
+        starts: Sequence[str] = (),
     ) -> Generation:
-        from transformers import StoppingCriteriaList
+        """Greedy continuation of ``prompt``; with ``starts``, it begins with one of them."""
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         started = time.perf_counter()
         ids = torch.tensor([self.tokenizer.encode(prompt).ids], dtype=torch.long)
         criterion = _StopOnText(self.tokenizer, ids.shape[1], stop, deadline)
+        forced = ForcedStart(self.tokenizer, ids.shape[1], starts)
         output = self.model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             max_new_tokens=max_new_tokens,
             do_sample=False,
+            logits_processor=LogitsProcessorList([forced]),
             stopping_criteria=StoppingCriteriaList([criterion]),
             eos_token_id=self.eos_token_id,
             pad_token_id=self.pad_token_id,

@@ -17,6 +17,7 @@ from kb_platform.serving.schemas import Citation
 class Answer:
     text: str
     citations: list[Citation]
+    sources: list[Citation]
     extractive: bool
     fallback_reason: str | None
     finish_reason: str
@@ -24,30 +25,36 @@ class Answer:
     generation_s: float
 
 
-def citations_for(question: str, sources: list[Source], numbers: list[int]) -> list[Citation]:
-    by_number = {s.number: s for s in sources}
+def citations_for(question: str, sources: list[Source]) -> list[Citation]:
+    """One citation per numbered source, in number order (number n at index n - 1)."""
     return [
         Citation(
-            number=n,
-            chunk_id=by_number[n].hit.chunk_id,
-            doc_id=by_number[n].hit.doc_id,
-            page=by_number[n].page,
-            title=by_number[n].title or None,
-            source_uri=by_number[n].hit.source.get("source_uri"),
-            snippet=snippet(question, by_number[n]),
-            score=by_number[n].hit.score,
+            number=source.number,
+            chunk_id=source.hit.chunk_id,
+            doc_id=source.hit.doc_id,
+            page=source.page,
+            title=source.title or None,
+            source_uri=source.hit.source.get("source_uri"),
+            snippet=snippet(question, source),
+            score=source.hit.score,
         )
-        for n in numbers
+        for source in sources
     ]
+
+
+def _cited(given: list[Citation], numbers: list[int]) -> list[Citation]:
+    return [given[n - 1] for n in numbers]
 
 
 def _fallback(
     question: str, sources: list[Source], reason: str, finish: str, tokens: int, seconds: float
 ) -> Answer:
     extract = extractive_answer(question, sources)
+    given = citations_for(question, sources)
     return Answer(
         extract.answer,
-        citations_for(question, sources, extract.numbers),
+        _cited(given, extract.numbers),
+        given,
         True,
         reason,
         finish,
@@ -70,6 +77,7 @@ def answer_question(
         return Answer(
             "No indexed source matches the question, so it cannot be answered from the "
             "knowledge base.",
+            [],
             [],
             True,
             "no sources retrieved",
@@ -100,9 +108,11 @@ def answer_question(
             generation.tokens,
             seconds,
         )
+    given = citations_for(question, sources)
     return Answer(
         generation.text.strip(),
-        citations_for(question, sources, numbers),
+        _cited(given, numbers),
+        given,
         False,
         None,
         generation.finish_reason,

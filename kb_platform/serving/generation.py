@@ -35,7 +35,11 @@ class LocalAnswerGenerator:
             return Generation("", 0, "timeout", time.perf_counter() - started)
         try:
             out = self.model.generate(
-                prompt.completion, max_new_tokens=max_new_tokens, stop=STOP, deadline=deadline
+                prompt.completion,
+                max_new_tokens=max_new_tokens,
+                stop=STOP,
+                deadline=deadline,
+                starts=prompt.starts,
             )
         finally:
             self._slots.release()

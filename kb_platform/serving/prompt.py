@@ -49,6 +49,9 @@ class Prompt:
     system: str
     user: str  # for a chat model: sources and question
     prefix: str  # the start of the answer that the completion already contains
+    # What a completion model's continuation may begin with: a given source's number and "]"
+    # (the prefix ends with "["), so its first citation is valid by construction.
+    starts: tuple[str, ...] = ()
 
 
 def number_sources(hits: list[Hit]) -> list[Source]:
@@ -80,7 +83,13 @@ def build_prompt(question: str, sources: list[Source], *, max_source_chars: int)
     block = _source_block(sources, max_source_chars)
     user = f"Sources:\n{block}\n\nQuestion: {question}"
     completion = f"{INSTRUCTIONS}\n\n{user}\nAnswer: {ANSWER_PREFIX}"
-    return Prompt(completion=completion, system=INSTRUCTIONS, user=user, prefix=ANSWER_PREFIX)
+    return Prompt(
+        completion=completion,
+        system=INSTRUCTIONS,
+        user=user,
+        prefix=ANSWER_PREFIX,
+        starts=tuple(f"{source.number}]" for source in sources),
+    )
 
 
 def cited_numbers(answer: str, count: int) -> list[int]:

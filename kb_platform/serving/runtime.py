@@ -294,6 +294,7 @@ class RagRuntime:
             request_id=request_id,
             answer=answer.text,
             citations=answer.citations,
+            sources=answer.sources,
             extractive=answer.extractive,
             fallback_reason=answer.fallback_reason,
             finish_reason=answer.finish_reason,  # type: ignore[arg-type]

@@ -130,6 +130,9 @@ class AskResponse(BaseModel):
     request_id: str | None = None
     answer: str
     citations: list[Citation] = Field(description="the sources the answer cites, by number")
+    sources: list[Citation] = Field(
+        default_factory=list, description="every numbered source the answer was given"
+    )
     extractive: bool = Field(description="true: sentences quoted from the sources (fallback)")
     fallback_reason: str | None = None
     finish_reason: FinishReason

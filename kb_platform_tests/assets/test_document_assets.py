@@ -4,6 +4,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from kb_platform.chunking import MAX_CHUNK_TOKENS
 from kb_platform.contracts import Chunk, Document, Modality, Page, PageText
 from kb_platform.resources.processing import ProcessingResource
@@ -49,6 +51,7 @@ def _error_class(result) -> str:
     return failure.step_failure_data.user_failure_data.metadata["error_class"].value
 
 
+@pytest.mark.numerics
 def test_spoken_sample_is_transcribed_with_timestamps(materialize_file, workdir: Path) -> None:
     wav = workdir / "speech.wav"
     sentence = "Kafka delivers documents to the knowledge base every morning."

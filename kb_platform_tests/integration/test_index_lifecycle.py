@@ -151,6 +151,7 @@ def test_roll_out_swaps_aliases_without_readers_seeing_an_empty_index(
     assert counts and min(counts) == 300
 
 
+@pytest.mark.numerics
 def test_hybrid_retrieval_fuses_bm25_and_knn(es: Elasticsearch, names: IndexNames) -> None:
     ensure_index(es, names)
     encoder = text_encoder()

@@ -21,6 +21,8 @@ from kb_platform.training.evaluation import text_to_image_recall
 from kb_platform.training.promotion import promotion_gate
 from kb_platform_tests.training.conftest import finish, torchrun
 
+pytestmark = pytest.mark.numerics
+
 
 def losses(config: TrainConfig) -> dict[int, float]:
     lines = config.metrics_file.read_text().splitlines()
@@ -75,9 +77,11 @@ def test_a_killed_run_resumes_on_the_same_loss_curve_and_exports(
     )
     assert first.shape == (2, 512)
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_array_equal(first, again)  # same checkpoint, same input: same vector
+    # Same checkpoint, same input: the same vector, up to float rounding (a kernel may sum in
+    # another order for another row of a batch; a weight left at random init would be far off).
+    np.testing.assert_allclose(first, again, rtol=0, atol=1e-6)
     texts = encoder.encode_texts(["a page of a report", "a page of a report"])
-    np.testing.assert_array_equal(texts[0], texts[1])
+    np.testing.assert_allclose(texts[0], texts[1], rtol=0, atol=1e-6)
 
 
 def test_the_promotion_gate_rejects_a_worse_checkpoint(
@@ -90,9 +94,26 @@ def test_the_promotion_gate_rejects_a_worse_checkpoint(
 
     good = text_to_image_recall(ClipEncoder(trained.export_dir), pair_examples)
     bad = text_to_image_recall(ClipEncoder(untrained.export_dir), pair_examples)
-    assert good["recall@1"] > bad["recall@1"]
+    # Training lifts recall on its own 16 pairs well above the initial weights (here recall@1/5/10
+    # 0.25/0.62/0.88 against 0.06/0.25/0.50). The figures move with the CPU's kernels, one pair
+    # is 0.0625, so the test asks for the direction with a margin, summed over the three cut-offs.
+    total = {
+        name: sum(m[f"recall@{k}"] for k in (1, 5, 10))
+        for name, m in [("good", good), ("bad", bad)]
+    }
+    assert total["good"] > total["bad"] + 0.3, (good, bad)
 
-    rejected = promotion_gate(bad, good)
-    assert not rejected.passed and "recall@1" in rejected.regressions
-    assert promotion_gate(good, bad).passed
+    rejected = promotion_gate(bad, good)  # some recall@k drops, so the gate says no
+    assert not rejected.passed and rejected.regressions and "worse" in rejected.reason
     assert promotion_gate(good, None).passed  # the first checkpoint has nothing to beat
+
+
+def test_the_promotion_gate_compares_every_recall_at_k() -> None:
+    promoted = {"recall@1": 0.25, "recall@5": 0.5, "recall@10": 0.75}
+    better = {"recall@1": 0.25, "recall@5": 0.625, "recall@10": 0.75}
+    assert promotion_gate(better, promoted).passed  # equal or higher everywhere
+    worse_at_10 = {**better, "recall@10": 0.6875}
+    verdict = promotion_gate(worse_at_10, promoted)
+    assert not verdict.passed and set(verdict.regressions) == {"recall@10"}
+    assert verdict.regressions["recall@10"] == (0.75, 0.6875)
+    assert promotion_gate(worse_at_10, promoted, max_drop=0.1).passed  # within the allowance

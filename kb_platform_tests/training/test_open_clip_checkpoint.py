@@ -7,12 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import open_clip
+import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
 
 from kb_platform.models.clip_encoder import ClipEncoder
 from kb_platform.training.spec import SPEC, WEIGHTS, ClipSpec, build_model
+
+pytestmark = pytest.mark.numerics
 
 MODEL = "ViT-S-32-alt"  # a small open_clip architecture; weights made here, not downloaded
 
