@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # dagster loads only in the commands that need it
     from kb_platform.runs import RunOutcome
 
 SERVICES: tuple[str, ...] = ("postgres", "kafka", "elasticsearch", "dagster")
+# Started when named: runs use the encoder service only where KB_ENCODER_URL is set.
+OPTIONAL_SERVICES: tuple[str, ...] = ("encoder",)
 LOCAL_DEPLOY = REPO_ROOT / "deploy" / "local"
 
 
@@ -47,9 +49,10 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.argument("action", type=click.Choice(["up", "down", "status", "install"]))
-@click.argument("names", nargs=-1, type=click.Choice(SERVICES))
+@click.argument("names", nargs=-1, type=click.Choice(SERVICES + OPTIONAL_SERVICES))
 def services(action: str, names: tuple[str, ...]) -> None:
-    """Start, stop or inspect the local PostgreSQL, Kafka, Elasticsearch and Dagster UI."""
+    """Start, stop or inspect the local PostgreSQL, Kafka, Elasticsearch and Dagster UI (and,
+    when named, the encoder service)."""
     selected = names or SERVICES
     # Stop in reverse order of start so dependents go first.
     ordered = reversed(selected) if action == "down" else selected

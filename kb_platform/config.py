@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     knn_num_candidates_factor: int = 10
     knn_rescore_oversample: float = 2.0
     rrf_k: int = 60
+    # the warm encoder service (bentos/encoder); unset: text embeddings in the run process. Its
+    # token is the secret KB_ENCODER_TOKEN, read by the resource through dagster.EnvVar.
+    encoder_url: str | None = None
 
     # storage
     data_dir: Path = REPO_ROOT / ".kb-data"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dagster import Failure, MetadataValue
+from dagster import Backoff, Failure, Jitter, MetadataValue, RetryPolicy
 
 from kb_platform.errors import KbError
 
@@ -32,3 +32,10 @@ def typed_failures(doc_id: str) -> Iterator[None]:
             },
             allow_retries=False,
         ) from exc
+
+
+# A model service down, warming up or overloaded (ServiceUnavailable): back off for up to about
+# two minutes (2, 4, ... 64 s), long enough for a service to restart and warm up again.
+MODEL_SERVICE_RETRY = RetryPolicy(
+    max_retries=6, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+)

@@ -13,6 +13,7 @@ from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.parquet_io import ParquetIOManager
 from kb_platform.resources.processing import ProcessingResource
+from kb_platform.resources.text_encoder import TextEncoderResource
 
 
 def kafka_names(settings: Settings) -> dict[str, Any]:
@@ -26,10 +27,20 @@ def kafka_names(settings: Settings) -> dict[str, Any]:
     }
 
 
+def text_encoder_resource(settings: Settings) -> TextEncoderResource:
+    """The encoder service where one is configured, else the model in the run process."""
+    if settings.encoder_url:
+        return TextEncoderResource(
+            service_url=settings.encoder_url, service_token=EnvVar("KB_ENCODER_TOKEN")
+        )
+    return TextEncoderResource()
+
+
 def build_resources(settings: Settings) -> dict[str, Any]:
     processing = ProcessingResource.from_settings(settings)
     shared = {
         "processing": processing,
+        "text_encoder": text_encoder_resource(settings),
         "clip": ClipResource.from_settings(settings),
         "pipes_subprocess_client": PipesSubprocessClient(),
     }

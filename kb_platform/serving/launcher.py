@@ -21,6 +21,7 @@ from kb_platform.config import REPO_ROOT
 log = logging.getLogger(__name__)
 
 SERVICE = "bentos/rag/service.py:RagService"
+ENCODER_SERVICE = "bentos/encoder/service.py:EncoderService"
 
 
 def probe(url: str, timeout: float = 2.0) -> int:
@@ -57,6 +58,7 @@ class ServiceProcess:
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     readiness: list[tuple[float, int]] = field(default_factory=list)  # (seconds, /readyz)
+    service: str = SERVICE  # bentoml's "path:Class" of the service to serve
 
     @property
     def url(self) -> str:
@@ -66,9 +68,10 @@ class ServiceProcess:
         env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **self.env}
         bentoml = Path(sys.executable).with_name("bentoml")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [str(bentoml), "serve", self.service, "--host", "127.0.0.1"]
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(bentoml), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(self.port)],
+                [*command, "--port", str(self.port)],
                 cwd=REPO_ROOT,
                 env=env,
                 stdout=out,

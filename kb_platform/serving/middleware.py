@@ -15,21 +15,24 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from kb_platform.serving.asgi import (
+    ASGIApp,
+    BodyTooLarge,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    replay,
+)
 from kb_platform.serving.auth import ApiKeys
 from kb_platform.serving.errors import ServingError
 from kb_platform.serving.logs import reset_request_id, set_request_id
 from kb_platform.serving.metrics import metrics
 from kb_platform.serving.ratelimit import RateLimiter
 from kb_platform.serving.settings import ServingSettings, get_serving_settings
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_log = logging.getLogger("kb_platform.serving.access")
 log = logging.getLogger(__name__)
@@ -186,10 +189,10 @@ class ServingMiddleware:
                     f"field {fields[0]!r} must be uploaded as a file part (with a filename); "
                     "the service does not fetch URLs",
                 )
-        replay = _replay(body)
+        replay_body = replay(body)
         slots = self.slots.get(path)
         if slots is None:
-            await self.app(scope, replay, send)
+            await self.app(scope, replay_body, send)
             return
         if not slots.try_acquire():
             raise ServingError(
@@ -198,7 +201,7 @@ class ServingMiddleware:
                 code="overloaded",
                 headers={"Retry-After": "1"},
             )
-        await self._run_with_timeout(scope, replay, send, path, slots, state)
+        await self._run_with_timeout(scope, replay_body, send, path, slots, state)
 
     async def _read_body(
         self, receive: Receive, headers: dict[str, str], state: dict[str, Any]
@@ -209,21 +212,12 @@ class ServingMiddleware:
             raise ServingError(
                 413, f"request body is {int(declared):,} bytes; the limit is {limit:,} bytes"
             )
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise ServingError(413, f"request body exceeds the limit of {limit:,} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        state["bytes_in"] = size
-        return b"".join(chunks)
+        try:
+            body = await read_body(receive, limit)
+        except BodyTooLarge as exc:
+            raise ServingError(413, str(exc)) from None
+        state["bytes_in"] = len(body)
+        return body
 
     async def _run_with_timeout(
         self,
@@ -265,17 +259,3 @@ class ServingMiddleware:
         ]
         await send({"type": "http.response.start", "status": exc.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-def _replay(body: bytes) -> Receive:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # like a client that keeps the connection open
-        return {"type": "http.disconnect"}
-
-    return receive

@@ -29,6 +29,7 @@ from kb_platform.resources.clip import ClipResource
 from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.parquet_io import ParquetIOManager
 from kb_platform.resources.processing import ProcessingResource
+from kb_platform.resources.text_encoder import TextEncoderResource
 
 ASSETS = [raw_documents, *processing_defs.assets]
 CHECKS = list(processing_defs.asset_checks)
@@ -98,6 +99,7 @@ def materialize_file(
         processing_override: ProcessingResource | None = None,
         raise_on_error: bool = True,
         through_index: bool = False,
+        text_encoder: TextEncoderResource | None = None,
     ) -> tuple[str, ExecuteInProcessResult]:
         message = IngestMessage(
             source_id=path.name,
@@ -120,6 +122,7 @@ def materialize_file(
             selection += [*INDEX_ASSETS, *INDEX_CHECKS]
             extra = {
                 "clip": clip_resource,
+                "text_encoder": text_encoder or TextEncoderResource(),
                 "parquet_io_manager": ParquetIOManager(base_uri=str(workdir / "tables")),
                 "elasticsearch": ElasticsearchResource(
                     url=get_settings().elasticsearch_url, index_base=index_base

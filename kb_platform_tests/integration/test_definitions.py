@@ -116,3 +116,15 @@ def test_prod_resources_use_s3_and_secrets_from_environment(
 def test_definitions_build_in_process() -> None:
     defs = build_definitions()
     assert {"io_manager", "kafka", "elasticsearch"} <= set(defs.resources or {})
+
+
+@pytest.mark.parametrize("env", ["local", "prod"])
+def test_runs_embed_through_the_encoder_service_only_where_one_is_configured(
+    monkeypatch: pytest.MonkeyPatch, env: str
+) -> None:
+    monkeypatch.setenv("KB_ENV", env)
+    assert build_resources(Settings())["text_encoder"].service_url is None  # in the run process
+    monkeypatch.setenv("KB_ENCODER_URL", "http://kb-encoder:3000")
+    encoder = build_resources(Settings())["text_encoder"]
+    assert encoder.service_url == "http://kb-encoder:3000"
+    assert encoder.service_token == EnvVar("KB_ENCODER_TOKEN")  # a secret, never a setting

@@ -90,3 +90,22 @@ def test_crash_on_start_shows_the_log(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "crashed" in result.stderr and "kafka.log" in result.stderr
     assert not _pids_of(f"kafka[.]Kafka {tmp_path}")
+
+
+def test_encoder_service_script_makes_its_token_starts_once_and_stops(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {"KB_LOCAL_DIR": str(tmp_path), "KB_ENCODER_PORT": str(port)}
+    token = tmp_path / "encoder" / "token"
+    try:
+        first = _script("encoder", "up", env)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) > 30
+        second = _script("encoder", "up", env)
+        assert second.returncode == 0 and "already running" in second.stderr
+        assert _script("encoder", "status", env).returncode == 0
+        down = _script("encoder", "down", env)
+        assert down.returncode == 0, down.stderr
+        assert not _pids_of(f"EncoderService --host 127.0.0.1 --port {port}")
+        assert _script("encoder", "status", env).returncode == 3
+    finally:
+        _script("encoder", "down", env)

@@ -1,0 +1,55 @@
+"""kb-platform encoder service: MiniLM text embeddings for ingestion, warm before it is ready.
+
+    bentoml serve bentos/encoder/service.py:EncoderService      # from the checkout
+    bentoml build -f bentos/encoder/bentofile.yaml .            # a bento
+
+The Dagster assets call it through ``TextEncoderResource(service_url=...)``; the model code is
+kb_platform's own (``kb_platform.models``), the one the assets run in process without it.
+"""
+
+from __future__ import annotations
+
+import bentoml
+import numpy as np
+
+from kb_platform.encoder_service.front_door import EncoderFrontDoor
+from kb_platform.encoder_service.runtime import EncoderRuntime
+from kb_platform.encoder_service.settings import get_encoder_settings
+from kb_platform.serving.logs import configure_json_logging
+
+SETTINGS = get_encoder_settings()
+
+
+@bentoml.service(
+    name="kb-encoder",
+    workers=1,  # one copy of each model; batching, not processes, gives throughput
+    threads=8,
+    traffic={"timeout": 120},
+    metrics={"enabled": True},
+)
+class EncoderService:
+    def __init__(self) -> None:
+        configure_json_logging()
+        self.runtime = EncoderRuntime(get_encoder_settings())
+        self.runtime.start_warmup()  # /livez at once; /readyz and /healthz 503 until warm
+
+    def __is_ready__(self) -> bool:
+        return self.runtime.is_ready()
+
+    @bentoml.api(
+        route="/embed_texts",
+        batchable=True,
+        max_batch_size=SETTINGS.max_batch_size,
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Unit-length 384-d MiniLM vectors, one row per text, in order."""
+        return self.runtime.embed_texts(texts)
+
+    @bentoml.api(route="/model")
+    def model(self) -> dict[str, object]:
+        """The text model's version and dimensions (callers store the version with vectors)."""
+        return self.runtime.model()
+
+
+EncoderService.add_asgi_middleware(EncoderFrontDoor)

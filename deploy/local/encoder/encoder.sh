@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The warm encoder service (bentos/encoder: MiniLM text embeddings) for ingestion runs.
+# Usage: encoder.sh {install|up|down|status}
+# Runs use it when KB_ENCODER_URL and KB_ENCODER_TOKEN are set where Dagster runs, e.g.
+#   export KB_ENCODER_URL=http://127.0.0.1:3020 KB_ENCODER_TOKEN="$(cat .kb-local/encoder/token)"
+KB_SERVICE=encoder
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
+PORT="${KB_ENCODER_PORT:-3020}"
+DIR="$(service_dir encoder)"
+LOG="$DIR/logs/encoder.log"
+TOKEN_FILE="${KB_ENCODER_TOKEN_FILE:-$DIR/token}"
+VENV="${KB_VENV:-$KB_REPO_ROOT/.venv}"
+
+# Ready = the model is loaded and has run a real inference (/readyz answers 503 until then).
+is_ready() { curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null; }
+
+# The internal token the service and its callers share: made once, readable by its owner only.
+ensure_token() {
+  mkdir -p "$DIR/logs"
+  if [[ ! -s "$TOKEN_FILE" ]]; then
+    (umask 077 && "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$TOKEN_FILE")
+    log "made the internal token in $TOKEN_FILE"
+  fi
+}
+
+cmd_up() {
+  local pid start=$SECONDS
+  [[ -x "$VENV/bin/bentoml" ]] || die "$VENV/bin/bentoml not found; run deploy/local/setup.sh first"
+  ensure_token
+  pid="$(running_pid encoder)"
+  if [[ -n "$pid" ]] && is_ready; then
+    log "already running (pid $pid): http://127.0.0.1:$PORT"
+    return 0
+  fi
+  require_free_port "$PORT" "$LOG"
+  mkdir -p "$DIR/bentoml"
+  # A BENTOML_HOME of its own (BentoML wipes its metrics folder on start), sharing the models.
+  [[ -e "$DIR/bentoml/models" ]] || ln -s "${BENTOML_HOME:-$HOME/bentoml}/models" "$DIR/bentoml/models"
+  (cd "$KB_REPO_ROOT" && KB_ENCODER_TOKEN_FILE="$TOKEN_FILE" BENTOML_HOME="$DIR/bentoml" \
+    BENTOML_DO_NOT_TRACK=true start_detached encoder "$LOG" "$VENV/bin/bentoml" serve \
+    bentos/encoder/service.py:EncoderService --host 127.0.0.1 --port "$PORT")
+  wait_until 300 "$(cat "$(pid_file encoder)")" "$LOG" is_ready
+  log "encoder service ready in $((SECONDS - start))s: http://127.0.0.1:$PORT (token: $TOKEN_FILE)"
+}
+
+cmd_down() { stop_service_pid encoder 30; }
+
+cmd_status() {
+  local pid
+  pid="$(running_pid encoder)"
+  if [[ -n "$pid" ]] && is_ready; then
+    echo "encoder: running (pid $pid) on http://127.0.0.1:$PORT"
+  else
+    echo "encoder: stopped"
+    return 3
+  fi
+}
+
+case "${1:-}" in
+  install) ensure_token ;;
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  *) die "usage: $0 {install|up|down|status}" ;;
+esac

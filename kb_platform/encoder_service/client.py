@@ -1,0 +1,63 @@
+"""The client the Dagster resources use to call the encoder service.
+
+An outage (nothing listening, a timeout, 503 while warming or overloaded, 429, a proxy's 502/504)
+is a ``ServiceUnavailable``: retryable, so the step backs off and heals when the service is back.
+Anything else the service refuses (a bad token, a request over its limits) is a configuration or
+code error and raised as such, never retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import httpx
+import numpy as np
+
+from kb_platform.errors import ServiceUnavailable
+
+UNAVAILABLE = frozenset({429, 502, 503, 504})
+
+
+class EncoderServiceError(RuntimeError):
+    """The encoder service refused a request for a reason that retrying cannot fix."""
+
+
+class EncoderClient:
+    def __init__(self, url: str, token: str | None, *, timeout_s: float = 60.0):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
+
+    def _post(self, route: str, body: dict[str, object]) -> object:
+        try:
+            response = self._http.post(route, json=body)
+        except (httpx.TransportError, httpx.TimeoutException) as exc:
+            raise ServiceUnavailable(
+                f"encoder service at {self.url} did not answer ({type(exc).__name__})"
+            ) from None
+        if response.status_code in UNAVAILABLE:
+            raise ServiceUnavailable(
+                f"encoder service at {self.url} answered {response.status_code}: "
+                f"{response.text[:200]}"
+            )
+        if response.status_code != 200:
+            raise EncoderServiceError(
+                f"encoder service refused {route} with {response.status_code}: "
+                f"{response.text[:500]}"
+            )
+        return response.json()
+
+    def model(self) -> dict[str, object]:
+        info = self._post("/model", {})
+        assert isinstance(info, dict)
+        return info
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        rows = self._post("/embed_texts", {"texts": list(texts)})
+        vectors = np.asarray(rows, dtype=np.float32)
+        if vectors.shape[0] != len(texts):
+            raise EncoderServiceError(f"asked for {len(texts)} vectors, got {vectors.shape[0]}")
+        return vectors
+
+    def close(self) -> None:
+        self._http.close()

@@ -1,0 +1,108 @@
+"""The encoder service's front door (ASGI middleware in front of BentoML's routes): the internal
+token, the body size limit, the request limits of /embed_texts, and the startup probe.
+
+Refusals happen here, before BentoML parses a body, and per request: BentoML's adaptive batching
+joins requests before the API function runs, so a bad request is refused before it can share a
+batch with good ones.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kb_platform.encoder_service.metrics import metrics
+from kb_platform.encoder_service.runtime import WARM, EncoderRuntime, InvalidBatch
+from kb_platform.encoder_service.settings import EncoderSettings, get_encoder_settings
+from kb_platform.serving.asgi import ASGIApp, BodyTooLarge, Receive, Scope, Send, read_body, replay
+
+log = logging.getLogger(__name__)
+
+OPEN = frozenset({"/livez", "/readyz"})
+STARTUP_PROBE = "/healthz"  # 503 until the models are warm, then 200 (Kubernetes startupProbe)
+EMBED_TEXTS = "/embed_texts"
+MODEL_ROUTES = frozenset({EMBED_TEXTS, "/model"})
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str, reason: str):
+        super().__init__(message)
+        self.status, self.message, self.reason = status, message, reason
+
+
+def check_embed_request(body: bytes, runtime_check: Callable[[list[str]], None]) -> None:
+    """A /embed_texts body must be ``{"texts": [str, ...]}`` within the service's limits."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Refused(400, f"the body is not JSON: {exc}", "bad_json") from None
+    texts = payload.get("texts") if isinstance(payload, dict) else None
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise Refused(400, 'the body must be {"texts": [string, ...]}', "bad_shape")
+    if not texts:
+        raise Refused(400, "texts is empty", "bad_shape")
+    try:
+        runtime_check(texts)
+    except InvalidBatch as exc:
+        raise Refused(413, str(exc), "too_large") from None
+
+
+class EncoderFrontDoor:
+    def __init__(self, app: ASGIApp, settings: EncoderSettings | None = None):
+        self.app = app
+        self.settings = settings or get_encoder_settings()
+        self.token = self.settings.secret()
+        self.limits = EncoderRuntime(self.settings)  # its checks only; no model is loaded here
+        if not self.token:
+            log.warning("no encoder token configured: every request except the probes is refused")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in OPEN:
+            await self.app(scope, receive, send)
+            return
+        try:
+            if path == STARTUP_PROBE:
+                await _answer(send, 200 if WARM.is_set() else 503, {"warm": WARM.is_set()})
+                return
+            self._authenticate(scope)
+            body = await self._read_body(receive)
+            if path in MODEL_ROUTES and not WARM.is_set():
+                raise Refused(503, "the models are still warming up; retry shortly", "warming")
+            if path == EMBED_TEXTS:
+                check_embed_request(body, self.limits.check)
+        except Refused as exc:
+            metrics().refused.labels(exc.reason).inc()
+            retry = [(b"retry-after", b"2")] if exc.status == 503 else []
+            await _answer(send, exc.status, {"error": exc.message, "code": exc.reason}, retry)
+            return
+        await self.app(scope, replay(body), send)
+
+    def _authenticate(self, scope: Scope) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        given = headers.get("authorization", "")
+        token = given[7:] if given.lower().startswith("bearer ") else ""
+        if not (self.token and token and hmac.compare_digest(token, self.token)):
+            raise Refused(401, "the encoder token is required (Authorization: Bearer)", "token")
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        try:
+            return await read_body(receive, self.settings.max_request_bytes)
+        except BodyTooLarge as exc:
+            raise Refused(413, str(exc), "too_large") from None
+
+
+async def _answer(
+    send: Send, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    data = json.dumps(body).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
