@@ -1,13 +1,16 @@
 """End-to-end ingestion through Kafka: produce -> sensor -> runs -> indexed chunks.
 
     .venv/bin/python benchmarks/ingest.py [--limit 60] [--corpus ../shared/corpus] [--daemon]
+        [--encoder-service]
 
 Produces the shared corpus documents (file:// messages) to topics of its own, then either
 - (default) alternates sensor ticks, the requested runs (executed one after another in this
   process, as one run worker with models loaded once) and offset commits, or
 - (--daemon) starts a `dagster dev` of its own (webserver + daemon, instance in a temporary
   DAGSTER_HOME) whose sensors and run launcher do everything, one run process per document,
-until every message is settled. Prints documents per second, message-to-indexed latency
+until every message is settled. With --encoder-service, text embeddings come from the warm
+encoder service (bentos/encoder, started for the run) instead of a model in each run.
+Prints documents per second, message-to-indexed latency
 p50/p95, processing time per asset, and the consumer lag while it runs. Needs Kafka and
 Elasticsearch (`kb-platform services up`).
 """
@@ -53,6 +56,7 @@ from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.parquet_io import ParquetIOManager
 from kb_platform.resources.processing import ProcessingResource
+from kb_platform.resources.text_encoder import TextEncoderResource
 
 
 def lag(kafka: KafkaResource) -> int:
@@ -144,11 +148,28 @@ def in_process(kafka: KafkaResource, resources: dict, produced_at: float) -> Mea
     return m
 
 
+ENCODER_SCRIPT = REPO_ROOT / "deploy" / "local" / "encoder" / "encoder.sh"
+
+
+def encoder_service_env(work: Path) -> dict[str, str]:
+    """Starts an encoder service of the benchmark's own; the variables that point runs at it."""
+    env = {**os.environ, "KB_LOCAL_DIR": str(work / "local"), "KB_ENCODER_PORT": "3121"}
+    subprocess.run(["bash", str(ENCODER_SCRIPT), "up"], env=env, check=True, capture_output=True)
+    token = (work / "local" / "encoder" / "token").read_text().strip()
+    return {"KB_ENCODER_URL": "http://127.0.0.1:3121", "KB_ENCODER_TOKEN": token}
+
+
 def through_daemon(
-    kafka: KafkaResource, work: Path, index_base: str, produced_at: float, timeout_s: float
+    kafka: KafkaResource,
+    work: Path,
+    index_base: str,
+    produced_at: float,
+    timeout_s: float,
+    extra_env: dict[str, str],
 ) -> Measured:
     env = {
         **os.environ,
+        **extra_env,
         "DAGSTER_HOME": str(work / "dagster_home"),
         "KB_LOCAL_DIR": str(work / "local"),
         "KB_DATA_DIR": str(work / "data"),
@@ -188,6 +209,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=60, help="documents to produce")
     parser.add_argument("--daemon", action="store_true", help="through a real dagster dev")
     parser.add_argument("--timeout", type=float, default=3600, help="--daemon: give up after")
+    parser.add_argument(
+        "--encoder-service", action="store_true", help="text embeddings from the encoder service"
+    )
     args = parser.parse_args()
     settings = get_settings()
     run_id = uuid.uuid4().hex[:8]
@@ -208,13 +232,24 @@ def main() -> None:
         "parquet_io_manager": ParquetIOManager(base_uri=str(work / "tables")),
         "io_manager": FilesystemIOManager(base_dir=str(work / "assets")),
     }
+    encoder_env = encoder_service_env(work) if args.encoder_service else {}
+    if encoder_env:
+        resources["text_encoder"] = TextEncoderResource(
+            service_url=encoder_env["KB_ENCODER_URL"], service_token=encoder_env["KB_ENCODER_TOKEN"]
+        )
     produced, produced_at = produce_corpus(kafka, args.corpus, args.limit)
-    if args.daemon:
-        m = through_daemon(kafka, work, index_base, produced_at, args.timeout)
-        how = "dagster dev daemon, one run process per document, 2 concurrent runs"
-    else:
-        m = in_process(kafka, resources, produced_at)
-        how = "one run worker, models loaded once"
+    try:
+        if args.daemon:
+            m = through_daemon(kafka, work, index_base, produced_at, args.timeout, encoder_env)
+            how = "dagster dev daemon, one run process per document, 2 concurrent runs"
+        else:
+            m = in_process(kafka, resources, produced_at)
+            how = "one run worker, models loaded once"
+    finally:
+        if encoder_env:
+            env = {**os.environ, "KB_LOCAL_DIR": str(work / "local")}
+            subprocess.run(["bash", str(ENCODER_SCRIPT), "down"], env=env, capture_output=True)
+    how += "; text embeddings from the encoder service" if encoder_env else ""
     elapsed = m.finished_at - produced_at
     print(f"{produced} files produced; runs {dict(m.outcomes)}; last run ended at {elapsed:.1f}s")
     print(f"end-to-end: {sum(m.outcomes.values()) / elapsed:.3f} documents/s ({how})")
