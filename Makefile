@@ -37,7 +37,7 @@ format:
 # the numerics-sensitive tests once more under another CPU kernel set than this machine's own.
 test: setup lint
 	$(KB) services up postgres kafka elasticsearch
-	$(VENV)/bin/pytest -ra
+	$(VENV)/bin/pytest -ra --durations=25
 	$(MAKE) test-kernels
 
 # The `numerics` tests (models, training, retrieval, serving) under a second kernel set
