@@ -45,6 +45,30 @@ require_free_port() {
   fi
 }
 
+# For a service whose script defines is_ready (an HTTP probe):
+# already_up <service> <url>: true, after saying so, when it runs and answers (nothing to start);
+# http_service_status <service> <url>: its status line; returns 3 when it is stopped.
+already_up() {
+  local pid
+  pid="$(running_pid "$1")"
+  if [[ -n "$pid" ]] && is_ready; then
+    log "already running (pid $pid): $2"
+    return 0
+  fi
+  return 1
+}
+
+http_service_status() {
+  local pid
+  pid="$(running_pid "$1")"
+  if [[ -n "$pid" ]] && is_ready; then
+    echo "$1: running (pid $pid) on $2"
+  else
+    echo "$1: stopped"
+    return 3
+  fi
+}
+
 # wait_until <seconds> <pid> <logfile> <command...>: polls the command until it succeeds;
 # fails early if the process dies, naming the log and showing its tail.
 wait_until() {

@@ -11,11 +11,10 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from kb_platform.encoder_service.metrics import metrics
-from kb_platform.encoder_service.runtime import WARM, EncoderRuntime, InvalidBatch
+from kb_platform.encoder_service.runtime import WARM, InvalidBatch, check_request
 from kb_platform.encoder_service.settings import EncoderSettings, get_encoder_settings
 from kb_platform.serving.asgi import ASGIApp, BodyTooLarge, Receive, Scope, Send, read_body, replay
 
@@ -33,7 +32,7 @@ class Refused(Exception):
         self.status, self.message, self.reason = status, message, reason
 
 
-def check_embed_request(body: bytes, runtime_check: Callable[[list[str]], None]) -> None:
+def check_embed_request(body: bytes, settings: EncoderSettings) -> None:
     """A /embed_texts body must be ``{"texts": [str, ...]}`` within the service's limits."""
     try:
         payload = json.loads(body)
@@ -45,7 +44,7 @@ def check_embed_request(body: bytes, runtime_check: Callable[[list[str]], None])
     if not texts:
         raise Refused(400, "texts is empty", "bad_shape")
     try:
-        runtime_check(texts)
+        check_request(texts, settings)
     except InvalidBatch as exc:
         raise Refused(413, str(exc), "too_large") from None
 
@@ -55,7 +54,6 @@ class EncoderFrontDoor:
         self.app = app
         self.settings = settings or get_encoder_settings()
         self.token = self.settings.secret()
-        self.limits = EncoderRuntime(self.settings)  # its checks only; no model is loaded here
         if not self.token:
             log.warning("no encoder token configured: every request except the probes is refused")
 
@@ -73,7 +71,7 @@ class EncoderFrontDoor:
             if path in MODEL_ROUTES and not WARM.is_set():
                 raise Refused(503, "the models are still warming up; retry shortly", "warming")
             if path == EMBED_TEXTS:
-                check_embed_request(body, self.limits.check)
+                check_embed_request(body, self.settings)
         except Refused as exc:
             metrics().refused.labels(exc.reason).inc()
             retry = [(b"retry-after", b"2")] if exc.status == 503 else []

@@ -29,6 +29,16 @@ class InvalidBatch(ValueError):
     """A request the service will not encode (too many texts, a text too long)."""
 
 
+def check_request(texts: Sequence[str], settings: EncoderSettings) -> None:
+    """Raises ``InvalidBatch`` for a request over the service's limits."""
+    limit, chars = settings.max_texts, settings.max_text_chars
+    if len(texts) > limit:
+        raise InvalidBatch(f"{len(texts)} texts in one request; the limit is {limit}")
+    longest = max((len(t) for t in texts), default=0)
+    if longest > chars:
+        raise InvalidBatch(f"a text has {longest} characters; the limit is {chars}")
+
+
 class EncoderRuntime:
     def __init__(self, settings: EncoderSettings):
         self.settings = settings
@@ -68,14 +78,6 @@ class EncoderRuntime:
     def model(self) -> dict[str, object]:
         encoder = self._encoder()
         return {"text_model": encoder.version, "dimensions": encoder.dimensions}
-
-    def check(self, texts: Sequence[str]) -> None:
-        limit, chars = self.settings.max_texts, self.settings.max_text_chars
-        if len(texts) > limit:
-            raise InvalidBatch(f"{len(texts)} texts in one request; the limit is {limit}")
-        longest = max((len(t) for t in texts), default=0)
-        if longest > chars:
-            raise InvalidBatch(f"a text has {longest} characters; the limit is {chars}")
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), 384) float32, unit length: the texts of one batch (which adaptive

@@ -29,28 +29,30 @@ class TextEncoderResource(ConfigurableResource):
 
     _client: EncoderClient | None = PrivateAttr(default=None)
 
-    def setup_for_execution(self, context: InitResourceContext) -> None:
-        if self.service_url:
-            self._client = EncoderClient(
-                self.service_url, self.service_token, timeout_s=self.timeout_s
-            )
-
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
 
-    def embed(self, texts: Sequence[str]) -> Embedded:
-        if self._client is None and self.service_url:  # used outside a run (scripts, tests)
-            self.setup_for_execution(None)  # type: ignore[arg-type]
+    def _service(self) -> EncoderClient:
+        """The service's client, made on first use (in a run or outside one)."""
         if self._client is None:
+            assert self.service_url
+            self._client = EncoderClient(
+                self.service_url, self.service_token, timeout_s=self.timeout_s
+            )
+        return self._client
+
+    def embed(self, texts: Sequence[str]) -> Embedded:
+        if not self.service_url:
             from kb_platform.models.registry import text_encoder
 
             encoder = text_encoder()
             return Embedded(encoder.encode(list(texts)), encoder.version)
-        info = self._client.model()
+        client = self._service()
+        info = client.model()
         parts = [
-            self._client.embed_texts(texts[start : start + self.request_texts])
+            client.embed_texts(texts[start : start + self.request_texts])
             for start in range(0, len(texts), self.request_texts)
         ]
         empty = np.zeros((0, int(str(info["dimensions"]))), dtype=np.float32)

@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +96,16 @@ class ServiceProcess:
                 return elapsed
             time.sleep(interval)
         raise TimeoutError(f"service not ready after {timeout}s: {self.tail()}")
+
+    @contextmanager
+    def running(self, timeout: float = 180.0) -> Iterator[ServiceProcess]:
+        """Started and ready inside the block, stopped after it (also when it fails)."""
+        self.start()
+        try:
+            self.wait_ready(timeout=timeout)
+            yield self
+        finally:
+            self.stop()
 
     def rss_bytes(self) -> int:
         """Resident memory of the service's whole process tree."""

@@ -63,12 +63,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
         log_path=work / "service.log",
         service=ENCODER_SERVICE,
     )
-    service.start()
-    try:
-        service.wait_ready(timeout=240)
+    with service.running(timeout=240):
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="module")

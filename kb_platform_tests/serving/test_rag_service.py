@@ -152,12 +152,8 @@ def service(
         },
         log_path=work / "service.log",
     )
-    service.start()
-    try:
-        service.wait_ready(timeout=240)
+    with service.running(timeout=240):
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,10 @@ prepare_home() {
 }
 
 cmd_up() {
-  local pid start=$SECONDS
+  local start=$SECONDS
   [[ -x "$VENV/bin/dagster" ]] || die "$VENV/bin/dagster not found; run deploy/local/setup.sh first"
   prepare_home
-  pid="$(running_pid dagster)"
-  if [[ -n "$pid" ]] && is_ready; then
-    log "already running (pid $pid): http://127.0.0.1:$PORT"
-    return 0
-  fi
+  already_up dagster "http://127.0.0.1:$PORT" && return 0
   require_free_port "$PORT" "$LOG"
   (cd "$KB_REPO_ROOT" && start_detached dagster "$LOG" "$VENV/bin/dagster" dev \
     -w "$KB_REPO_ROOT/workspace.yaml" -h 127.0.0.1 -p "$PORT")
@@ -38,16 +34,7 @@ cmd_up() {
 
 cmd_down() { stop_service_pid dagster 30; }
 
-cmd_status() {
-  local pid
-  pid="$(running_pid dagster)"
-  if [[ -n "$pid" ]] && is_ready; then
-    echo "dagster: running (pid $pid) on http://127.0.0.1:$PORT"
-  else
-    echo "dagster: stopped"
-    return 3
-  fi
-}
+cmd_status() { http_service_status dagster "http://127.0.0.1:$PORT"; }
 
 case "${1:-}" in
   install) prepare_home ;;

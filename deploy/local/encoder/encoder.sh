@@ -25,14 +25,10 @@ ensure_token() {
 }
 
 cmd_up() {
-  local pid start=$SECONDS
+  local start=$SECONDS
   [[ -x "$VENV/bin/bentoml" ]] || die "$VENV/bin/bentoml not found; run deploy/local/setup.sh first"
   ensure_token
-  pid="$(running_pid encoder)"
-  if [[ -n "$pid" ]] && is_ready; then
-    log "already running (pid $pid): http://127.0.0.1:$PORT"
-    return 0
-  fi
+  already_up encoder "http://127.0.0.1:$PORT" && return 0
   require_free_port "$PORT" "$LOG"
   mkdir -p "$DIR/bentoml"
   # A BENTOML_HOME of its own (BentoML wipes its metrics folder on start), sharing the models.
@@ -46,16 +42,7 @@ cmd_up() {
 
 cmd_down() { stop_service_pid encoder 30; }
 
-cmd_status() {
-  local pid
-  pid="$(running_pid encoder)"
-  if [[ -n "$pid" ]] && is_ready; then
-    echo "encoder: running (pid $pid) on http://127.0.0.1:$PORT"
-  else
-    echo "encoder: stopped"
-    return 3
-  fi
-}
+cmd_status() { http_service_status encoder "http://127.0.0.1:$PORT"; }
 
 case "${1:-}" in
   install) ensure_token ;;
