@@ -77,3 +77,9 @@ def run_isolated(fn: Callable[..., T], *args: Any, timeout_s: float, what: str, 
     name, message, trace = payload
     log.debug("%s failed in the child process:\n%s", what, trace)
     raise Corrupt(f"{what} failed: {name}: {message}")
+
+
+def start_fork_server() -> None:
+    """Starts the fork server (and its preloaded parsers) now rather than in the first call
+    that needs it: a warm run worker does this before its first run."""
+    run_isolated(int, timeout_s=120, what="fork server warm-up")

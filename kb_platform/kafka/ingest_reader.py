@@ -8,11 +8,14 @@ group's committed offset, which only ever covers finished work.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 METADATA_TIMEOUT_S = 10.0
+# Consumer settings for read_batch: partition ends are reported, so a read stops at them.
+READER_CONFIG = {"enable.partition.eof": True}
 
 
 def partition_key(topic: str, partition: int) -> str:
@@ -66,17 +69,30 @@ def start_positions(
 def read_batch(
     consumer: Consumer, positions: list[TopicPartition], max_messages: int, timeout_s: float
 ) -> list[Message]:
-    """At most ``max_messages`` messages from the positions, waiting at most ``timeout_s``."""
+    """At most ``max_messages`` messages from the positions, waiting at most ``timeout_s``.
+
+    With ``enable.partition.eof`` set on the consumer the read ends as soon as every partition
+    reported its end, so a tick over caught-up partitions returns at once instead of waiting
+    out the timeout; without it, the timeout (or a full batch) ends it.
+    """
     if not positions:
         return []
     consumer.assign(positions)
     messages: list[Message] = []
-    for message in consumer.consume(num_messages=max_messages, timeout=timeout_s):
-        error = message.error()
-        if error is None:
-            messages.append(message)
-        elif error.code() != KafkaError._PARTITION_EOF:
-            raise RuntimeError(f"reading {message.topic()}: {error}")
+    not_at_end = {(p.topic, p.partition) for p in positions}
+    deadline = time.monotonic() + timeout_s
+    while not_at_end and len(messages) < max_messages:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        for message in consumer.consume(num_messages=max_messages - len(messages), timeout=left):
+            error = message.error()
+            if error is None:
+                messages.append(message)
+            elif error.code() == KafkaError._PARTITION_EOF:
+                not_at_end.discard((message.topic(), message.partition()))
+            else:
+                raise RuntimeError(f"reading {message.topic()}: {error}")
     return sorted(messages, key=lambda m: (m.topic(), m.partition(), m.offset()))
 
 

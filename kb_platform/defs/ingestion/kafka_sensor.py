@@ -19,6 +19,7 @@ from kb_platform.intake import admit
 from kb_platform.kafka import ledger
 from kb_platform.kafka.dead_letters import DeadLetter, publish
 from kb_platform.kafka.ingest_reader import (
+    READER_CONFIG,
     IngestCursor,
     partition_key,
     read_batch,
@@ -47,7 +48,7 @@ def source_tags(topic: str, partition: int, offset: int, doc_id: str) -> dict[st
 @sensor(
     job_name=JOB_NAME,
     default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=10,
+    minimum_interval_seconds=1,  # the sensor daemon evaluates every ~5 s at most anyway
     description="Turns messages on kb.ingest.* into processing runs (one per document).",
 )
 def kafka_ingest_sensor(
@@ -58,7 +59,7 @@ def kafka_ingest_sensor(
 ) -> SensorResult:
     topics = kafka.topics()
     cursor = IngestCursor.from_json(context.cursor)
-    consumer = kafka.consumer(kafka.consumer_group)
+    consumer = kafka.consumer(kafka.consumer_group, **READER_CONFIG)
     try:
         partitions = topic_partitions(consumer, topics.all_ingest())
         positions = start_positions(consumer, partitions, cursor)

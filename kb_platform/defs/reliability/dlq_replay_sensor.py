@@ -13,6 +13,7 @@ from kb_platform.contracts import Modality
 from kb_platform.kafka import ledger
 from kb_platform.kafka.dead_letters import headers_dict
 from kb_platform.kafka.ingest_reader import (
+    READER_CONFIG,
     IngestCursor,
     partition_key,
     read_batch,
@@ -42,7 +43,7 @@ def replay_delay_s(attempts: int, base_s: float = BASE_DELAY_S) -> float:
 def dlq_replay(context: SensorEvaluationContext, kafka: KafkaResource) -> SensorResult:
     topics = kafka.topics()
     cursor = IngestCursor.from_json(context.cursor)
-    consumer = kafka.consumer(f"{kafka.consumer_group}-replay")
+    consumer = kafka.consumer(f"{kafka.consumer_group}-replay", **READER_CONFIG)
     try:
         partitions = topic_partitions(consumer, [topics.dlq(m) for m in Modality])
         positions = start_positions(consumer, partitions, cursor)

@@ -1,0 +1,124 @@
+"""A few warm worker processes (``kb_platform.run_workers.worker``) and which run each is on."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[str]
+    created: float  # psutil create_time: a pid with another start time is another process
+    runs: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def identity(self) -> str:
+        return f"{self.pid}:{self.created}"
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def retire(self) -> None:
+        """No more runs: it exits once the runs already written to it are done."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+
+
+def is_running(identity: str) -> bool:
+    """Whether the worker process ``identity`` ("pid:create_time") is still alive."""
+    pid, _, created = identity.partition(":")
+    try:
+        process = psutil.Process(int(pid))
+        return f"{process.create_time()}" == created and process.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+class WorkerPool:
+    """``size`` workers started from ``command`` in ``cwd``, each given at most ``max_runs``.
+
+    A worker is free when every run it was given has finished (``is_finished(run_id)``, read
+    from the instance); a worker that exited or used up its runs is replaced, so the pool is
+    warm again before the next run arrives.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        cwd: str | None,
+        size: int,
+        max_runs: int,
+        is_finished: Callable[[str], bool],
+    ) -> None:
+        self._command = list(command)
+        self._cwd = cwd
+        self._size = size
+        self._max_runs = max_runs
+        self._is_finished = is_finished
+        self._workers: list[Worker] = []
+        self._lock = threading.Lock()
+
+    def _start(self) -> Worker:
+        process = subprocess.Popen(
+            self._command, cwd=self._cwd, stdin=subprocess.PIPE, text=True, start_new_session=False
+        )
+        worker = Worker(process, psutil.Process(process.pid).create_time())
+        log.info("started run worker %d", worker.pid)
+        return worker
+
+    def _free(self, worker: Worker) -> bool:
+        return (
+            worker.alive()
+            and len(worker.runs) < self._max_runs
+            and all(self._is_finished(run_id) for run_id in worker.runs[-1:])
+        )
+
+    def _replenish(self) -> None:
+        usable = [w for w in self._workers if w.alive() and len(w.runs) < self._max_runs]
+        for worker in self._workers:
+            if worker not in usable:
+                worker.retire()
+        self._workers = usable
+        while len(self._workers) < self._size:
+            self._workers.append(self._start())
+
+    def warm(self) -> None:
+        with self._lock:
+            self._replenish()
+
+    def assign(self, run_id: str, instance_ref: str) -> Worker:
+        """Gives the run to a free worker (a new one when none is free) and returns it."""
+        with self._lock:
+            self._replenish()
+            worker = next((w for w in self._workers if self._free(w)), None)
+            if worker is None:  # more runs at once than workers: one more process for now
+                worker = self._start()
+                self._workers.append(worker)
+            assert worker.process.stdin is not None
+            worker.process.stdin.write(
+                json.dumps({"run_id": run_id, "instance_ref": instance_ref}) + "\n"
+            )
+            worker.process.stdin.flush()
+            worker.runs.append(run_id)
+            if len(worker.runs) >= self._max_runs:
+                self._workers.append(self._start())  # its successor warms up meanwhile
+            return worker
+
+    def close(self) -> None:
+        with self._lock:
+            for worker in self._workers:
+                worker.retire()
+            self._workers = []

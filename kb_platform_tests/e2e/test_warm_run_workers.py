@@ -1,0 +1,77 @@
+"""Under the real daemon, runs execute on the warm run workers of ``WarmRunLauncher``
+(dagster.yaml): a worker serves run after run, a terminated run is canceled by its worker,
+which then serves the next run (the kill of a worker mid-step is in test_daemon_reliability)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psutil
+from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
+
+from kb_platform.contracts import Modality
+from kb_platform.resources.kafka import KafkaResource
+from kb_platform.run_workers.launcher import WORKER_TAG, WarmRunLauncher
+from kb_platform.run_workers.pool import is_running
+from kb_platform_tests.e2e.test_daemon_reliability import eventually, finished, instance_of
+from kb_platform_tests.integration.kafka_helpers import message, produce
+
+TEXTS = "documents/unstructured/example-docs"
+LONG_PDF = "documents/py-pdf-sample-files/009-pdflatex-geotopo/GeoTopo-komprimiert.pdf"
+
+
+def started_pid(instance, run_id: str) -> int:
+    for event in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        found = re.search(r"Started process for run \(pid: (\d+)\)", event.message or "")
+        if found:
+            return int(found.group(1))
+    raise AssertionError(f"run {run_id} never reported its process")
+
+
+def test_runs_execute_on_warm_workers_that_serve_many_runs(
+    dagster_env: dict[str, str], e2e_kafka: KafkaResource, corpus_dir: Path
+) -> None:
+    topic = e2e_kafka.topics().ingest(Modality.TEXT)
+    files = ["book-war-and-peace-1p.txt", "fake-text.txt", "norwich-city.txt"]
+    produce(e2e_kafka, topic, [message(corpus_dir / TEXTS / f, "text") for f in files])
+    with instance_of(dagster_env) as instance:
+        assert isinstance(instance.run_launcher, WarmRunLauncher)
+
+        def all_done() -> list | None:
+            runs = instance.get_runs(RunsFilter(tags={"kb/source-topic": topic}))
+            return runs if len(runs) == 3 and all(r.is_finished for r in runs) else None
+
+        runs = eventually(all_done, 300, "three runs to finish")
+        assert {r.status for r in runs} == {DagsterRunStatus.SUCCESS}
+        identities = [r.tags[WORKER_TAG] for r in runs]
+        for run, identity in zip(runs, identities, strict=True):
+            pid = int(identity.split(":")[0])
+            assert started_pid(instance, run.run_id) == pid  # executed where it was handed
+            assert is_running(identity)  # the worker outlives its run
+            assert "kb_platform.run_workers.worker" in " ".join(psutil.Process(pid).cmdline())
+        # Two workers, three runs: at least one worker ran more than one.
+        assert len(set(identities)) < len(identities)
+
+
+def test_a_terminated_run_is_canceled_and_its_worker_goes_on(
+    dagster_env: dict[str, str], e2e_kafka: KafkaResource, corpus_dir: Path
+) -> None:
+    topic = e2e_kafka.topics().ingest(Modality.DOCUMENT)
+    produce(e2e_kafka, topic, [message(corpus_dir / LONG_PDF, "document")])
+    with instance_of(dagster_env) as instance:
+        source = RunsFilter(tags={"kb/source-topic": topic})
+        run = eventually(
+            lambda: next(iter(instance.get_runs(source)), None), 180, "the sensor's run"
+        )
+
+        def in_extraction() -> bool | None:
+            events = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)
+            return any(e.step_key == "extracted_pages" for e in events) or None
+
+        eventually(in_extraction, 180, "the run to start extracting 117 pages")
+        # This process holds no pool: termination reaches the worker through the run's tag.
+        assert instance.run_launcher.terminate(run.run_id)
+        canceled = eventually(lambda: finished(instance, run.run_id), 120, "the cancellation")
+        assert canceled.status is DagsterRunStatus.CANCELED
+        assert is_running(canceled.tags[WORKER_TAG])  # interrupted the run, not the worker
