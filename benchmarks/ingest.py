@@ -1,27 +1,27 @@
 """End-to-end ingestion through Kafka: produce -> sensor -> runs -> indexed chunks.
 
-    .venv/bin/python benchmarks/ingest.py [--limit 60] [--corpus ../shared/corpus] [--daemon]
-        [--encoder-service]
+    .venv/bin/python benchmarks/ingest.py [--limit 60] [--corpus ../shared/corpus]
+        [--daemon | --compare] [--encoder-service]
 
 Produces the shared corpus documents (file:// messages) to topics of its own, then either
 - (default) alternates sensor ticks, the requested runs (executed one after another in this
   process, as one run worker with models loaded once) and offset commits, or
-- (--daemon) starts a `dagster dev` of its own (webserver + daemon, instance in a temporary
-  DAGSTER_HOME) whose sensors and run launcher do everything, one run process per document,
+- (--daemon) starts a `dagster dev` of its own (webserver + daemon + warm run workers, instance
+  in a temporary DAGSTER_HOME) whose sensors and run launcher do everything, one run per
+  document, or
+- (--compare) both on the same documents, one after the other, and their ratio,
 until every message is settled. With --encoder-service, text embeddings come from the warm
-encoder service (bentos/encoder, started for the run) instead of a model in each run.
-Prints documents per second, message-to-indexed latency
-p50/p95, processing time per asset, and the consumer lag while it runs. Needs Kafka and
-Elasticsearch (`kb-platform services up`).
+encoder service (bentos/encoder, started for the run) instead of a model in the run worker.
+Prints documents per second, message-to-indexed latency p50/p95, the consumer lag in seconds
+while it runs, and where the runs' time went. Needs Kafka and Elasticsearch
+(`kb-platform services up`).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import os
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
@@ -30,6 +30,15 @@ from pathlib import Path
 
 import numpy as np
 from confluent_kafka import TopicPartition
+from daemon_stack import (  # benchmarks/, next to this script
+    LagSampler,
+    daemon_stack,
+    encoder_service_env,
+    print_phases,
+    run_phases,
+    stop_encoder_service,
+    worker_memory,
+)
 from dagster import (
     DagsterEventType,
     DagsterInstance,
@@ -42,7 +51,7 @@ from dagster import (
 )
 
 from kb_platform.cli import _declared_modality, _files
-from kb_platform.config import REPO_ROOT, get_settings
+from kb_platform.config import get_settings
 from kb_platform.contracts import IngestMessage
 from kb_platform.definitions import build_definitions
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
@@ -92,8 +101,12 @@ class Measured:
     outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
     latencies: list[float] = field(default_factory=list)  # message produced -> indexed, seconds
     lags: list[int] = field(default_factory=list)
+    lag_seconds: list[float] = field(default_factory=list)
+    phases: dict[str, list[float]] = field(default_factory=dict)
     step_seconds: StepSeconds = field(default_factory=lambda: collections.defaultdict(list))
     finished_at: float = 0.0  # when the last run ended (epoch seconds)
+    produced: int = 0
+    produced_at: float = 0.0  # when the last message was confirmed (epoch seconds)
 
 
 def produce_corpus(kafka: KafkaResource, corpus: Path, limit: int) -> tuple[int, float]:
@@ -148,71 +161,64 @@ def in_process(kafka: KafkaResource, resources: dict, produced_at: float) -> Mea
     return m
 
 
-ENCODER_SCRIPT = REPO_ROOT / "deploy" / "local" / "encoder" / "encoder.sh"
-
-
-def encoder_service_env(work: Path) -> dict[str, str]:
-    """Starts an encoder service of the benchmark's own; the variables that point runs at it."""
-    env = {**os.environ, "KB_LOCAL_DIR": str(work / "local"), "KB_ENCODER_PORT": "3121"}
-    subprocess.run(["bash", str(ENCODER_SCRIPT), "up"], env=env, check=True, capture_output=True)
-    token = (work / "local" / "encoder" / "token").read_text().strip()
-    return {"KB_ENCODER_URL": "http://127.0.0.1:3121", "KB_ENCODER_TOKEN": token}
-
-
 def through_daemon(
     kafka: KafkaResource,
     work: Path,
     index_base: str,
-    produced_at: float,
-    timeout_s: float,
+    args: argparse.Namespace,
     extra_env: dict[str, str],
 ) -> Measured:
-    env = {
-        **os.environ,
-        **extra_env,
-        "DAGSTER_HOME": str(work / "dagster_home"),
-        "KB_LOCAL_DIR": str(work / "local"),
-        "KB_DATA_DIR": str(work / "data"),
-        "KB_DAGSTER_PORT": "3112",
-        "KB_ELASTICSEARCH_INDEX_BASE": index_base,
-        "KB_KAFKA_INGEST_TOPIC_PREFIX": kafka.ingest_topic_prefix,
-        "KB_KAFKA_DLQ_TOPIC_PREFIX": kafka.dlq_topic_prefix,
-        "KB_KAFKA_CONSUMER_GROUP": kafka.consumer_group,
-    }
-    script = REPO_ROOT / "deploy" / "local" / "dagster" / "dagster.sh"
-    subprocess.run(["bash", str(script), "up"], env=env, check=True, capture_output=True)
     m = Measured()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            time.sleep(5)
-            m.lags.append(lag(kafka))
-            if m.lags[-1] == 0:
-                break
-    finally:
-        subprocess.run(["bash", str(script), "down"], env=env, capture_output=True)
-    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
-    with DagsterInstance.get() as instance:
+    with daemon_stack(kafka, work, index_base, extra_env) as instance:
+        m.produced, m.produced_at = produce_corpus(kafka, args.corpus, args.limit)
+        produced_at = m.produced_at
+        with LagSampler(kafka, instance, interval_s=5.0) as sampler:
+            deadline = time.monotonic() + args.timeout
+            while time.monotonic() < deadline:
+                time.sleep(5)
+                if lag(kafka) == 0:
+                    break
+        m.lag_seconds = sampler.samples
         for record in instance.get_run_records(RunsFilter(job_name="process_documents")):
             run = record.dagster_run
             m.outcomes[run.status.value] += 1
             m.finished_at = max(m.finished_at, record.end_time or 0.0)
             if run.status is DagsterRunStatus.SUCCESS and record.end_time:
                 m.latencies.append(record.end_time - produced_at)
-            record_steps(instance, run.run_id, m.step_seconds)
+        m.phases = run_phases(instance, {})
+        print(f"run workers' resident memory after {len(m.latencies)} runs: {worker_memory()}")
     return m
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=get_settings().corpus_dir)
-    parser.add_argument("--limit", type=int, default=60, help="documents to produce")
-    parser.add_argument("--daemon", action="store_true", help="through a real dagster dev")
-    parser.add_argument("--timeout", type=float, default=3600, help="--daemon: give up after")
-    parser.add_argument(
-        "--encoder-service", action="store_true", help="text embeddings from the encoder service"
+def report(m: Measured, how: str) -> float:
+    produced = m.produced
+    elapsed = m.finished_at - m.produced_at
+    rate = sum(m.outcomes.values()) / elapsed
+    print(f"\n## {how}")
+    print(f"{produced} files produced; runs {dict(m.outcomes)}; last run ended at {elapsed:.1f}s")
+    print(f"end-to-end: {rate:.3f} documents/s")
+    print(
+        f"message-to-indexed latency: p50 {np.percentile(m.latencies, 50):.1f}s, "
+        f"p95 {np.percentile(m.latencies, 95):.1f}s (all messages produced at t=0)"
     )
-    args = parser.parse_args()
+    print(f"consumer lag (offsets behind the committed offset) while running: {m.lags}")
+    if m.lag_seconds:
+        print(
+            f"consumer lag in seconds (oldest unsettled message), p50 "
+            f"{np.percentile(m.lag_seconds, 50):.0f}s, p95 {np.percentile(m.lag_seconds, 95):.0f}s"
+        )
+    if m.phases:
+        print_phases(m.phases)
+    else:
+        print("| step | runs | mean s | total s |")
+        print("|---|---|---|---|")
+        for step, values in sorted(m.step_seconds.items(), key=lambda kv: -sum(kv[1])):
+            print(f"| {step} | {len(values)} | {statistics.mean(values):.2f} | {sum(values):.1f} |")
+    return rate
+
+
+def bench(daemon: bool, args: argparse.Namespace) -> float:
+    """One measured ingest of the documents, on topics and an index of its own; documents/s."""
     settings = get_settings()
     run_id = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="kb-ingest-bench-"))
@@ -237,34 +243,47 @@ def main() -> None:
         resources["text_encoder"] = TextEncoderResource(
             service_url=encoder_env["KB_ENCODER_URL"], service_token=encoder_env["KB_ENCODER_TOKEN"]
         )
-    produced, produced_at = produce_corpus(kafka, args.corpus, args.limit)
     try:
-        if args.daemon:
-            m = through_daemon(kafka, work, index_base, produced_at, args.timeout, encoder_env)
-            how = "dagster dev daemon, one run process per document, 2 concurrent runs"
+        if daemon:
+            # The stack is up and its workers warm before the documents arrive (an idle stack).
+            m = through_daemon(kafka, work, index_base, args, encoder_env)
+            how = "dagster dev: sensor -> queue -> warm run workers, one run per document"
         else:
+            produced, produced_at = produce_corpus(kafka, args.corpus, args.limit)
             m = in_process(kafka, resources, produced_at)
-            how = "one run worker, models loaded once"
+            m.produced, m.produced_at = produced, produced_at
+            how = "one warm run worker in this process, runs one after another"
     finally:
         if encoder_env:
-            env = {**os.environ, "KB_LOCAL_DIR": str(work / "local")}
-            subprocess.run(["bash", str(ENCODER_SCRIPT), "down"], env=env, capture_output=True)
+            stop_encoder_service(work)
+        es = es_resource.make_client()
+        delete_family(es, IndexNames(index_base))
+        es.close()
     how += "; text embeddings from the encoder service" if encoder_env else ""
-    elapsed = m.finished_at - produced_at
-    print(f"{produced} files produced; runs {dict(m.outcomes)}; last run ended at {elapsed:.1f}s")
-    print(f"end-to-end: {sum(m.outcomes.values()) / elapsed:.3f} documents/s ({how})")
-    print(
-        f"message-to-indexed latency: p50 {np.percentile(m.latencies, 50):.1f}s, "
-        f"p95 {np.percentile(m.latencies, 95):.1f}s (all messages produced at t=0)"
+    return report(m, how)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=get_settings().corpus_dir)
+    parser.add_argument("--limit", type=int, default=60, help="documents to produce")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--daemon", action="store_true", help="through a real dagster dev")
+    mode.add_argument("--compare", action="store_true", help="in process, then the daemon")
+    parser.add_argument("--timeout", type=float, default=3600, help="daemon: give up after")
+    parser.add_argument(
+        "--encoder-service", action="store_true", help="text embeddings from the encoder service"
     )
-    print(f"consumer lag while running: {m.lags}")
-    print("| step | runs | mean s | total s |")
-    print("|---|---|---|---|")
-    for step, values in sorted(m.step_seconds.items(), key=lambda kv: -sum(kv[1])):
-        print(f"| {step} | {len(values)} | {statistics.mean(values):.2f} | {sum(values):.1f} |")
-    es = es_resource.make_client()
-    delete_family(es, IndexNames(index_base))
-    es.close()
+    args = parser.parse_args()
+    if not args.compare:
+        bench(args.daemon, args)
+        return
+    in_process_rate = bench(False, args)
+    daemon_rate = bench(True, args)
+    print(
+        f"\ndaemon {daemon_rate:.3f} docs/s vs in process {in_process_rate:.3f} docs/s: "
+        f"ratio {daemon_rate / in_process_rate:.2f} (target >= 0.8)"
+    )
 
 
 if __name__ == "__main__":

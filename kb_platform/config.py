@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     kafka_dlq_topic_prefix: str = "dlq."  # + <modality>.processing, general
     kafka_consumer_group: str = "kb-ingest"
     kafka_topic_partitions: int = 3
+    kafka_idle_wait_s: float = 3.5  # the ingest sensor's long poll when caught up
     elasticsearch_url: str = "http://127.0.0.1:9200"
     elasticsearch_request_timeout_s: float = 30.0
     elasticsearch_index_base: str = "kb-chunks"  # kb-chunks-v{N} indices, kb-chunks(-write) aliases

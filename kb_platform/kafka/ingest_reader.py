@@ -67,32 +67,44 @@ def start_positions(
 
 
 def read_batch(
-    consumer: Consumer, positions: list[TopicPartition], max_messages: int, timeout_s: float
+    consumer: Consumer,
+    positions: list[TopicPartition],
+    max_messages: int,
+    timeout_s: float,
+    idle_wait_s: float = 0.0,
 ) -> list[Message]:
-    """At most ``max_messages`` messages from the positions, waiting at most ``timeout_s``.
+    """At most ``max_messages`` messages from the positions.
 
-    With ``enable.partition.eof`` set on the consumer the read ends as soon as every partition
-    reported its end, so a tick over caught-up partitions returns at once instead of waiting
-    out the timeout; without it, the timeout (or a full batch) ends it.
+    With ``enable.partition.eof`` set on the consumer (``READER_CONFIG``) the read ends as soon
+    as every partition reported its end, at most ``timeout_s`` later; when that finds nothing,
+    it waits up to ``idle_wait_s`` more for a first new message (a long poll) and returns as
+    soon as one arrives. Without EOF reports, the timeout (or a full batch) ends the read.
     """
     if not positions:
         return []
     consumer.assign(positions)
     messages: list[Message] = []
     not_at_end = {(p.topic, p.partition) for p in positions}
-    deadline = time.monotonic() + timeout_s
-    while not_at_end and len(messages) < max_messages:
-        left = deadline - time.monotonic()
+    started = time.monotonic()
+    deadline = started + timeout_s
+    while len(messages) < max_messages:
+        now = time.monotonic()
+        if not not_at_end and (messages or now >= started + idle_wait_s):
+            break
+        left = (deadline if not_at_end else started + idle_wait_s) - now
         if left <= 0:
             break
-        for message in consumer.consume(num_messages=max_messages - len(messages), timeout=left):
-            error = message.error()
-            if error is None:
-                messages.append(message)
-            elif error.code() == KafkaError._PARTITION_EOF:
-                not_at_end.discard((message.topic(), message.partition()))
-            else:
-                raise RuntimeError(f"reading {message.topic()}: {error}")
+        # poll, not consume: consume(n) waits out its timeout unless n messages arrive
+        message = consumer.poll(left)
+        if message is None:
+            continue
+        error = message.error()
+        if error is None:
+            messages.append(message)
+        elif error.code() == KafkaError._PARTITION_EOF:
+            not_at_end.discard((message.topic(), message.partition()))
+        else:
+            raise RuntimeError(f"reading {message.topic()}: {error}")
     return sorted(messages, key=lambda m: (m.topic(), m.partition(), m.offset()))
 
 

@@ -24,6 +24,7 @@ def kafka_names(settings: Settings) -> dict[str, Any]:
         "dlq_topic_prefix": settings.kafka_dlq_topic_prefix,
         "consumer_group": settings.kafka_consumer_group,
         "topic_partitions": settings.kafka_topic_partitions,
+        "idle_wait_s": settings.kafka_idle_wait_s,
     }
 
 

@@ -27,6 +27,12 @@ class KafkaResource(ConfigurableResource):
     topic_partitions: int = Field(default=3, description="partitions of topics the setup creates")
     max_batch: int = Field(default=200, description="messages one sensor tick reads at most")
     poll_timeout_s: float = Field(default=2.0, description="longest wait of one tick's poll")
+    idle_wait_s: float = Field(
+        default=0.0,
+        description="how long a tick over caught-up partitions waits for a new message (long "
+        "poll): the sensor daemon evaluates at most every ~5 s, so waiting most of that time "
+        "picks a message up as it arrives instead of at the next tick",
+    )
 
     def topics(self) -> Topics:
         return Topics(

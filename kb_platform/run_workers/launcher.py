@@ -41,7 +41,7 @@ DEFAULT_PRELOAD = [
 def in_daemon_process() -> bool:
     """Whether this is the Dagster daemon (``dagster-daemon run``, or ``python -m
     dagster._daemon`` as ``dagster dev`` starts it): the only process that launches runs, so
-    the only one whose launcher keeps workers warm ahead of the first run."""
+    the only one that keeps workers warm ahead of the first run."""
     program = sys.argv[0] if sys.argv else ""
     return program.endswith("dagster-daemon") or program.endswith("_daemon/__main__.py")
 
@@ -50,7 +50,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
     def __init__(
         self,
         workers: int = 2,
-        max_runs_per_worker: int = 20,
+        max_runs_per_worker: int = 100,
         preload: list[str] | None = None,
         inst_data: ConfigurableClassData | None = None,
     ) -> None:
@@ -71,7 +71,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         return {
             "workers": Field(Int, default_value=2, description="warm workers kept ready"),
             "max_runs_per_worker": Field(
-                Int, default_value=20, description="runs before a worker is replaced"
+                Int, default_value=100, description="runs before a worker is replaced"
             ),
             "preload": Field(
                 Noneable([str]),
@@ -89,8 +89,11 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
     def register_instance(self, instance: Any) -> None:
         super().register_instance(instance)
         self._fallback.register_instance(instance)
-        if in_daemon_process():  # a lone first run should not wait for a worker to warm up
-            self._pool_for(sys.executable, os.getcwd()).warm()
+
+    def warm(self) -> None:
+        """Starts this environment's workers now, ahead of the first run (the daemon does this
+        at start-up, see coordinator.py), so a lone first run does not wait for a warm-up."""
+        self._pool_for(sys.executable, os.getcwd()).warm()
 
     def _is_finished(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)

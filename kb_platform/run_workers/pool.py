@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import select
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,7 +21,9 @@ log = logging.getLogger(__name__)
 class Worker:
     process: subprocess.Popen[str]
     created: float  # psutil create_time: a pid with another start time is another process
+    ready_fd: int  # the worker writes one line to it once warm (then closes it)
     runs: list[str] = field(default_factory=list)
+    warm: bool = False
 
     @property
     def pid(self) -> int:
@@ -30,6 +35,12 @@ class Worker:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def is_warm(self) -> bool:
+        if not self.warm and select.select([self.ready_fd], [], [], 0)[0]:
+            self.warm = True  # "ready" written, or the worker died (then it is not alive)
+            os.close(self.ready_fd)
+        return self.warm
 
     def retire(self) -> None:
         """No more runs: it exits once the runs already written to it are done."""
@@ -51,8 +62,9 @@ class WorkerPool:
     """``size`` workers started from ``command`` in ``cwd``, each given at most ``max_runs``.
 
     A worker is free when every run it was given has finished (``is_finished(run_id)``, read
-    from the instance); a worker that exited or used up its runs is replaced, so the pool is
-    warm again before the next run arrives.
+    from the instance); a worker that exited or used up its runs is replaced. A run goes to a
+    free warm worker; while none is free but a warm one is busy, it waits for that one (up to
+    ``wait_for_warm_s``) rather than take a worker still importing (half a minute or more).
     """
 
     def __init__(
@@ -62,7 +74,9 @@ class WorkerPool:
         size: int,
         max_runs: int,
         is_finished: Callable[[str], bool],
+        wait_for_warm_s: float = 60.0,
     ) -> None:
+        self._wait_for_warm_s = wait_for_warm_s
         self._command = list(command)
         self._cwd = cwd
         self._size = size
@@ -72,10 +86,16 @@ class WorkerPool:
         self._lock = threading.Lock()
 
     def _start(self) -> Worker:
+        ready_read, ready_write = os.pipe()
         process = subprocess.Popen(
-            self._command, cwd=self._cwd, stdin=subprocess.PIPE, text=True, start_new_session=False
+            [*self._command, f"--ready-fd={ready_write}"],
+            cwd=self._cwd,
+            stdin=subprocess.PIPE,
+            text=True,
+            pass_fds=[ready_write],
         )
-        worker = Worker(process, psutil.Process(process.pid).create_time())
+        os.close(ready_write)
+        worker = Worker(process, psutil.Process(process.pid).create_time(), ready_read)
         log.info("started run worker %d", worker.pid)
         return worker
 
@@ -99,14 +119,27 @@ class WorkerPool:
         with self._lock:
             self._replenish()
 
-    def assign(self, run_id: str, instance_ref: str) -> Worker:
-        """Gives the run to a free worker (a new one when none is free) and returns it."""
-        with self._lock:
+    def _choose(self) -> Worker:
+        deadline = time.monotonic() + self._wait_for_warm_s
+        while True:
             self._replenish()
-            worker = next((w for w in self._workers if self._free(w)), None)
-            if worker is None:  # more runs at once than workers: one more process for now
-                worker = self._start()
+            free = [w for w in self._workers if self._free(w)]
+            warm = [w for w in free if w.is_warm()]
+            if warm:
+                return warm[0]
+            busy_warm = any(w.is_warm() for w in self._workers if w not in free)
+            if not busy_warm or time.monotonic() >= deadline:
+                if free:
+                    return free[0]  # still warming: a head start all the same
+                worker = self._start()  # more runs at once than workers: one more process
                 self._workers.append(worker)
+                return worker
+            time.sleep(0.1)
+
+    def assign(self, run_id: str, instance_ref: str) -> Worker:
+        """Gives the run to a worker (see the class) and returns it."""
+        with self._lock:
+            worker = self._choose()
             assert worker.process.stdin is not None
             worker.process.stdin.write(
                 json.dumps({"run_id": run_id, "instance_ref": instance_ref}) + "\n"

@@ -80,7 +80,8 @@ def execute(run_id: str, serialized_instance_ref: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preload", action="append", default=[], help="module[:function]")
-    parser.add_argument("--max-runs", type=int, default=20)
+    parser.add_argument("--max-runs", type=int, default=100)
+    parser.add_argument("--ready-fd", type=int, help="written to, then closed, once warm")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # An interrupt meant for a run that has just ended must not kill an idle worker (and the
@@ -88,6 +89,9 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     seconds = warm_up(args.preload)
     log.info("worker warm in %.1f s (%s)", seconds, ", ".join(args.preload) or "nothing preloaded")
+    if args.ready_fd is not None:
+        os.write(args.ready_fd, b"ready\n")
+        os.close(args.ready_fd)
     done = 0
     for line in sys.stdin:
         if not line.strip():

@@ -63,7 +63,9 @@ def kafka_ingest_sensor(
     try:
         partitions = topic_partitions(consumer, topics.all_ingest())
         positions = start_positions(consumer, partitions, cursor)
-        messages = read_batch(consumer, positions, kafka.max_batch, kafka.poll_timeout_s)
+        messages = read_batch(
+            consumer, positions, kafka.max_batch, kafka.poll_timeout_s, kafka.idle_wait_s
+        )
     finally:
         consumer.close()
 
