@@ -19,9 +19,9 @@ from dagster import DagsterEventType, DagsterInstance, RunsFilter
 
 from kb_platform.config import REPO_ROOT
 from kb_platform.kafka.lag import lag_seconds
+from kb_platform.local_stack import DAGSTER_SCRIPT, dagster_dev_env
 from kb_platform.resources.kafka import KafkaResource
 
-DAGSTER_SCRIPT = REPO_ROOT / "deploy" / "local" / "dagster" / "dagster.sh"
 ENCODER_SCRIPT = REPO_ROOT / "deploy" / "local" / "encoder" / "encoder.sh"
 JOB = "process_documents"
 Offset = tuple[str, int, int]
@@ -46,18 +46,7 @@ def daemon_stack(
 ) -> Iterator[DagsterInstance]:
     """`dagster dev` on the benchmark's topics, index and instance; yields that instance once
     its warm run workers are ready (an idle stack, as a user's would be)."""
-    env = {
-        **os.environ,
-        **extra_env,
-        "DAGSTER_HOME": str(work / "dagster_home"),
-        "KB_LOCAL_DIR": str(work / "local"),
-        "KB_DATA_DIR": str(work / "data"),
-        "KB_DAGSTER_PORT": "3112",
-        "KB_ELASTICSEARCH_INDEX_BASE": index_base,
-        "KB_KAFKA_INGEST_TOPIC_PREFIX": kafka.ingest_topic_prefix,
-        "KB_KAFKA_DLQ_TOPIC_PREFIX": kafka.dlq_topic_prefix,
-        "KB_KAFKA_CONSUMER_GROUP": kafka.consumer_group,
-    }
+    env = {**dagster_dev_env(work, "3112", index_base, kafka), **extra_env}
     up = subprocess.run(
         ["bash", str(DAGSTER_SCRIPT), "up"], env=env, capture_output=True, text=True
     )

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import statistics
 import tempfile
 import time
 import uuid
@@ -93,9 +92,6 @@ def dead_letter(instance: DagsterInstance, result, kafka: KafkaResource) -> None
         dead_letter_on_failure(context.for_run_failure())
 
 
-StepSeconds = dict[str, list[float]]
-
-
 @dataclass
 class Measured:
     outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -103,7 +99,6 @@ class Measured:
     lags: list[int] = field(default_factory=list)
     lag_seconds: list[float] = field(default_factory=list)
     phases: dict[str, list[float]] = field(default_factory=dict)
-    step_seconds: StepSeconds = field(default_factory=lambda: collections.defaultdict(list))
     finished_at: float = 0.0  # when the last run ended (epoch seconds)
     produced: int = 0
     produced_at: float = 0.0  # when the last message was confirmed (epoch seconds)
@@ -119,12 +114,6 @@ def produce_corpus(kafka: KafkaResource, corpus: Path, limit: int) -> tuple[int,
         producer.produce(topics.ingest(modality), value=message.model_dump_json().encode())
     producer.flush(60)
     return len(files), time.time()
-
-
-def record_steps(instance: DagsterInstance, run_id: str, step_seconds: StepSeconds) -> None:
-    for stats in instance.get_run_step_stats(run_id):
-        if stats.end_time and stats.start_time:
-            step_seconds[stats.step_key].append(stats.end_time - stats.start_time)
 
 
 def in_process(kafka: KafkaResource, resources: dict, produced_at: float) -> Measured:
@@ -152,12 +141,12 @@ def in_process(kafka: KafkaResource, resources: dict, produced_at: float) -> Mea
                     m.latencies.append(m.finished_at - produced_at)
                 else:
                     dead_letter(instance, result, kafka)
-                record_steps(instance, result.run_id, m.step_seconds)
             with build_sensor_context(instance=instance, resources={"kafka": kafka}) as ctx:
                 commit_settled_offsets(ctx)
             m.lags.append(lag(kafka))
             if not tick.run_requests and m.lags[-1] == 0:
                 break
+        m.phases = run_phases(instance, {})
     return m
 
 
@@ -207,13 +196,7 @@ def report(m: Measured, how: str) -> float:
             f"consumer lag in seconds (oldest unsettled message), p50 "
             f"{np.percentile(m.lag_seconds, 50):.0f}s, p95 {np.percentile(m.lag_seconds, 95):.0f}s"
         )
-    if m.phases:
-        print_phases(m.phases)
-    else:
-        print("| step | runs | mean s | total s |")
-        print("|---|---|---|---|")
-        for step, values in sorted(m.step_seconds.items(), key=lambda kv: -sum(kv[1])):
-            print(f"| {step} | {len(values)} | {statistics.mean(values):.2f} | {sum(values):.1f} |")
+    print_phases(m.phases)
     return rate
 
 

@@ -46,6 +46,9 @@ class Worker:
         """No more runs: it exits once the runs already written to it are done."""
         if self.process.stdin is not None and not self.process.stdin.closed:
             self.process.stdin.close()
+        if not self.warm:  # never read to its end: close it here, not in is_warm
+            self.warm = True
+            os.close(self.ready_fd)
 
 
 def is_running(identity: str) -> bool:
@@ -76,12 +79,12 @@ class WorkerPool:
         is_finished: Callable[[str], bool],
         wait_for_warm_s: float = 60.0,
     ) -> None:
-        self._wait_for_warm_s = wait_for_warm_s
         self._command = list(command)
         self._cwd = cwd
         self._size = size
         self._max_runs = max_runs
         self._is_finished = is_finished
+        self._wait_for_warm_s = wait_for_warm_s
         self._workers: list[Worker] = []
         self._lock = threading.Lock()
 
@@ -100,11 +103,9 @@ class WorkerPool:
         return worker
 
     def _free(self, worker: Worker) -> bool:
-        return (
-            worker.alive()
-            and len(worker.runs) < self._max_runs
-            and all(self._is_finished(run_id) for run_id in worker.runs[-1:])
-        )
+        """Whether its last run has finished (workers are alive and have runs left: see
+        _replenish, which runs first)."""
+        return all(self._is_finished(run_id) for run_id in worker.runs[-1:])
 
     def _replenish(self) -> None:
         usable = [w for w in self._workers if w.alive() and len(w.runs) < self._max_runs]

@@ -3,7 +3,6 @@ and Kafka topics of its own, shared by the end-to-end tests."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -12,13 +11,12 @@ from pathlib import Path
 import pytest
 from elasticsearch import Elasticsearch
 
-from kb_platform.config import REPO_ROOT
 from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
+from kb_platform.local_stack import DAGSTER_SCRIPT, dagster_dev_env
 from kb_platform.resources.kafka import KafkaResource
 
 PORT = "3111"
-DAGSTER_SCRIPT = REPO_ROOT / "deploy" / "local" / "dagster" / "dagster.sh"
 
 
 @pytest.fixture(scope="session")
@@ -36,17 +34,7 @@ def dagster_env(
 ) -> Iterator[dict[str, str]]:
     base: Path = tmp_path_factory.mktemp("e2e")
     index_base = f"e2e-chunks-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(base / "dagster_home"),
-        "KB_LOCAL_DIR": str(base / "local"),
-        "KB_DATA_DIR": str(base / "data"),
-        "KB_DAGSTER_PORT": PORT,
-        "KB_ELASTICSEARCH_INDEX_BASE": index_base,
-        "KB_KAFKA_INGEST_TOPIC_PREFIX": e2e_kafka.ingest_topic_prefix,
-        "KB_KAFKA_DLQ_TOPIC_PREFIX": e2e_kafka.dlq_topic_prefix,
-        "KB_KAFKA_CONSUMER_GROUP": e2e_kafka.consumer_group,
-    }
+    env = dagster_dev_env(base, PORT, index_base, e2e_kafka)
     up = subprocess.run(
         ["bash", str(DAGSTER_SCRIPT), "up"], env=env, capture_output=True, text=True
     )

@@ -10,6 +10,7 @@ import pytest
 from dagster import DagsterInstance, Definitions, FilesystemIOManager, PipesSubprocessClient
 
 from kb_platform.config import get_settings
+from kb_platform.contracts import Modality
 from kb_platform.definitions import build_definitions
 from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
@@ -19,6 +20,14 @@ from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.parquet_io import ParquetIOManager
 from kb_platform.resources.processing import ProcessingResource
+
+
+@pytest.fixture
+def text_topic(kafka: KafkaResource, unique_name: str) -> tuple[KafkaResource, str]:
+    """Topics of the test's own (one partition each) and the name of its text ingest topic."""
+    scoped = kafka.namespaced(unique_name)
+    scoped.create_topics(partitions=1)
+    return scoped, scoped.topics().ingest(Modality.TEXT)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import time
 
 from dagster import DagsterInstance
 
-from kb_platform.contracts import Modality
 from kb_platform.kafka import ledger
 from kb_platform.kafka.ingest_reader import partition_key
 from kb_platform.kafka.lag import lag_seconds, oldest_unsettled
@@ -16,11 +15,9 @@ from kb_platform.resources.kafka import KafkaResource
 
 
 def test_lag_is_the_age_of_the_oldest_unsettled_message(
-    kafka: KafkaResource, unique_name: str
+    text_topic: tuple[KafkaResource, str],
 ) -> None:
-    scoped = kafka.namespaced(unique_name)
-    scoped.create_topics(partitions=1)
-    topic = scoped.topics().ingest(Modality.TEXT)
+    scoped, topic = text_topic
     now_ms = int(time.time() * 1000)
     producer = scoped.producer()
     producer.produce(topic, value=b"{}", timestamp=now_ms - 30_000)  # produced 30 s ago

@@ -8,7 +8,6 @@ import time
 
 from confluent_kafka import TopicPartition
 
-from kb_platform.contracts import Modality
 from kb_platform.kafka.ingest_reader import READER_CONFIG, read_batch
 from kb_platform.resources.kafka import KafkaResource
 
@@ -16,11 +15,9 @@ LONG_TIMEOUT_S = 20.0  # far longer than any of these reads may take
 
 
 def test_reads_end_at_the_partition_end_and_long_polls_return_on_arrival(
-    kafka: KafkaResource, unique_name: str
+    text_topic: tuple[KafkaResource, str],
 ) -> None:
-    scoped = kafka.namespaced(unique_name)
-    scoped.create_topics(partitions=1)
-    topic = scoped.topics().ingest(Modality.TEXT)
+    scoped, topic = text_topic
     producer = scoped.producer()
     for i in range(30):
         producer.produce(topic, value=f"{i}".encode())
