@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import sys
+import threading
 import traceback
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
@@ -22,6 +26,7 @@ T = TypeVar("T")
 # Modules every child needs, imported once in the fork server rather than in each child.
 _PRELOAD = ["kb_platform.extraction"]
 _context: Any = None
+_start_lock = threading.Lock()
 
 
 def _mp_context() -> Any:
@@ -30,6 +35,24 @@ def _mp_context() -> Any:
         _context = mp.get_context("forkserver")
         _context.set_forkserver_preload(_PRELOAD)
     return _context
+
+
+@contextmanager
+def _children_skip_main() -> Iterator[None]:
+    """Starts children that do not re-run the parent's main script.
+
+    multiprocessing re-executes the parent's ``__main__`` in every child it starts, so that
+    objects defined there can be unpickled. A script that imports Dagster and the code location
+    (a benchmark, the ``kb-platform`` console script) then costs each parse seconds. Everything
+    isolated here lives in importable modules, so the child is given no main to re-run.
+    """
+    with _start_lock:
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            sys.modules["__main__"] = main
 
 
 def _child(conn: Connection, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
@@ -53,7 +76,8 @@ def run_isolated(fn: Callable[..., T], *args: Any, timeout_s: float, what: str, 
     ctx = _mp_context()
     parent_conn, child_conn = ctx.Pipe(duplex=False)
     process = ctx.Process(target=_child, args=(child_conn, fn, args, kwargs), daemon=True)
-    process.start()
+    with _children_skip_main():
+        process.start()
     child_conn.close()
     try:
         if not parent_conn.poll(timeout_s):

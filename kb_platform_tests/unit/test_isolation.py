@@ -1,5 +1,7 @@
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -46,3 +48,20 @@ def test_typed_errors_pass_through_and_others_become_corrupt() -> None:
         run_isolated(_raise_typed, timeout_s=30, what="parse")
     with pytest.raises(Corrupt, match="KeyError"):
         run_isolated(_raise_other, timeout_s=30, what="parse")
+
+
+def test_children_do_not_rerun_the_main_script(tmp_path) -> None:
+    # multiprocessing re-runs the parent's main script in each child unless told otherwise;
+    # a script that imports Dagster would then pay seconds per parse.
+    marker = tmp_path / "imports.log"
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import os\n"
+        f"open({str(marker)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+        "from kb_platform.isolation import run_isolated\n"
+        "if __name__ == '__main__':\n"
+        "    for _ in range(3):\n"
+        "        assert run_isolated(os.getpid, timeout_s=60, what='pid') != os.getpid()\n"
+    )
+    subprocess.run([sys.executable, str(script)], check=True, timeout=120)
+    assert len(marker.read_text().splitlines()) == 1
