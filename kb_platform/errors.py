@@ -56,3 +56,6 @@ class ServiceUnavailable(KbError):
     """A server the pipeline depends on did not answer; trying again later can succeed."""
 
     retryable = True
+
+
+RETRYABLE_ERROR_CLASSES = frozenset({ServiceUnavailable.error_class})

@@ -10,6 +10,7 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFil
 from dagster_graphql import DagsterGraphQLClient
 
 from kb_platform.defs.ingestion.partitions import documents_partitions
+from kb_platform.errors import RETRYABLE_ERROR_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,19 @@ def failure_details(instance: DagsterInstance, run_id: str) -> tuple[str, str] |
             return data.error.cls_name or "unknown", data.error.message.strip()
         return "unknown", ""
     return None
+
+
+def failed_for_an_outage(instance: DagsterInstance, run_id: str) -> bool:
+    """Whether the run's failed step ran out of retries on a retryable error (a service down
+    or overloaded): trying again later can succeed, so the document is no dead letter."""
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_FAILURE).records
+    for record in records:
+        error = record.event_log_entry.dagster_event.step_failure_data.error
+        while error is not None:
+            if error.cls_name in RETRYABLE_ERROR_CLASSES:
+                return True
+            error = error.cause
+    return False
 
 
 def failure_class(instance: DagsterInstance, run_id: str) -> str | None:

@@ -15,8 +15,13 @@ from confluent_kafka import KafkaException
 from dagster import (
     AssetKey,
     DagsterEventType,
+    Definitions,
+    RetryPolicy,
+    RunRequest,
+    asset,
     build_run_status_sensor_context,
     build_sensor_context,
+    define_asset_job,
     materialize,
 )
 
@@ -24,8 +29,11 @@ from kb_platform.config import REPO_ROOT
 from kb_platform.contracts import Modality
 from kb_platform.definitions import build_definitions
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
-from kb_platform.defs.reliability.dead_letter_sensor import dead_letter_on_failure
+from kb_platform.defs.ingestion.partitions import documents_partitions
+from kb_platform.defs.reliability.dead_letter_sensor import OUTAGE_RETRY_TAG, dead_letter_on_failure
+from kb_platform.encoder_service.client import EncoderClient
 from kb_platform.kafka.dead_letters import headers_dict
+from kb_platform.kafka.ledger import MessageState, classify
 from kb_platform.resources.processing import ProcessingResource
 from kb_platform_tests.integration.kafka_helpers import (
     assert_all_accounted,
@@ -34,6 +42,7 @@ from kb_platform_tests.integration.kafka_helpers import (
     message,
     produce,
 )
+from kb_platform_tests.ports import free_port
 
 
 def _service(name: str, action: str) -> None:
@@ -178,4 +187,69 @@ def test_a_timed_out_document_is_dead_lettered_and_accounted_for(
         dead_letter_on_failure(context.for_run_failure())
     (letter,) = drain(kafka, kafka.topics().dlq(Modality.DOCUMENT), 1)
     assert headers_dict(letter.headers())["error-class"] == "Timeout"
+    assert_all_accounted(instance, kafka)
+
+
+@asset(
+    name="text_embeddings",
+    partitions_def=documents_partitions,
+    retry_policy=RetryPolicy(max_retries=1, delay=0.1),
+)
+def embeddings_with_the_encoder_down() -> None:
+    # The real client against a port nothing listens on: connection refused, every attempt.
+    EncoderClient(f"http://127.0.0.1:{free_port()}", "token", timeout_s=2).embed_texts(["x"])
+
+
+def _failure_sensor_on(instance, result, kafka) -> RunRequest | None:
+    run = instance.get_run_by_id(result.run_id)
+    failure = next(e for e in result.all_events if e.event_type is DagsterEventType.RUN_FAILURE)
+    with build_run_status_sensor_context(
+        sensor_name="dead_letter_on_failure",
+        dagster_instance=instance,
+        dagster_run=run,
+        dagster_event=failure,
+        resources={"kafka": kafka},
+    ) as context:
+        return dead_letter_on_failure(context.for_run_failure())
+
+
+def test_a_service_outage_past_the_step_retries_requests_the_document_again(
+    stack, corpus_dir: Path
+) -> None:
+    instance, defs, kafka = stack
+    topic = kafka.topics().ingest(Modality.TEXT)
+    text = corpus_dir / "documents/unstructured/example-docs/fake-text.txt"
+    produce(kafka, topic, [message(text, "text")])
+    with build_sensor_context(instance=instance, resources=defs.resources) as context:
+        (request,) = kafka_ingest_sensor(context).run_requests
+    instance.add_dynamic_partitions("documents", [request.partition_key])
+
+    # A run of the processing job whose embedding step ran out of retries on the outage.
+    outage = Definitions(
+        assets=[embeddings_with_the_encoder_down],
+        jobs=[define_asset_job("process_documents")],
+    )
+    failed = outage.resolve_job_def("process_documents").execute_in_process(
+        instance=instance,
+        partition_key=request.partition_key,
+        tags=request.tags,
+        raise_on_error=False,
+    )
+    assert not failed.success
+
+    again = _failure_sensor_on(instance, failed, kafka)
+    assert isinstance(again, RunRequest), "an outage is no dead letter: the document runs again"
+    assert again.partition_key == request.partition_key
+    assert again.tags[OUTAGE_RETRY_TAG] == "1"
+    assert {k: again.tags[k] for k in request.tags} == request.tags  # same message, same limits
+    assert again.run_key == _failure_sensor_on(instance, failed, kafka).run_key  # idempotent
+    assert drain(kafka, kafka.topics().dlq(Modality.TEXT), expected=1) == []
+    assert classify(instance, topic, 0, range(1), 1) == {0: MessageState.IN_FLIGHT}
+
+    # The service is back: the requested run indexes the message.
+    healed = defs.resolve_job_def("process_documents").execute_in_process(
+        instance=instance, partition_key=again.partition_key, tags=again.tags
+    )
+    assert healed.success
+    assert classify(instance, topic, 0, range(1), 1) == {0: MessageState.INDEXED}
     assert_all_accounted(instance, kafka)

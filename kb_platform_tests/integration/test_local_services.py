@@ -12,14 +12,9 @@ import subprocess
 from pathlib import Path
 
 from kb_platform.config import REPO_ROOT
+from kb_platform_tests.ports import free_port
 
 SCRIPTS = REPO_ROOT / "deploy" / "local"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _script(service: str, action: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -38,7 +33,7 @@ def _pids_of(pattern: str) -> list[str]:
 
 
 def test_start_twice_is_harmless_and_stop_leaves_no_process(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     # pytest's tmp folders are root-only: the server's data goes to the fallback folder
     # (what a checkout under /root gets), here one of this test's own.
     server_dir = Path("/var/tmp") / f"kb-test-pg-{tmp_path.name}"
@@ -71,7 +66,7 @@ def test_port_in_use_names_the_port_and_the_log(tmp_path: Path) -> None:
         env = {
             "KB_LOCAL_DIR": str(tmp_path),
             "KB_KAFKA_PORT": str(port),
-            "KB_KAFKA_CONTROLLER_PORT": str(_free_port()),
+            "KB_KAFKA_CONTROLLER_PORT": str(free_port()),
         }
         result = _script("kafka", "up", env)
     assert result.returncode != 0
@@ -82,8 +77,8 @@ def test_port_in_use_names_the_port_and_the_log(tmp_path: Path) -> None:
 def test_crash_on_start_shows_the_log(tmp_path: Path) -> None:
     env = {
         "KB_LOCAL_DIR": str(tmp_path),
-        "KB_KAFKA_PORT": str(_free_port()),
-        "KB_KAFKA_CONTROLLER_PORT": str(_free_port()),
+        "KB_KAFKA_PORT": str(free_port()),
+        "KB_KAFKA_CONTROLLER_PORT": str(free_port()),
         "KB_KAFKA_HEAP": "-Xmx1x",  # the JVM refuses this and exits at once
     }
     result = _script("kafka", "up", env)
@@ -93,7 +88,7 @@ def test_crash_on_start_shows_the_log(tmp_path: Path) -> None:
 
 
 def test_encoder_service_script_makes_its_token_starts_once_and_stops(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {"KB_LOCAL_DIR": str(tmp_path), "KB_ENCODER_PORT": str(port)}
     token = tmp_path / "encoder" / "token"
     try:

@@ -6,7 +6,6 @@ when the service is stopped and started under it."""
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from kb_platform.serving.launcher import (
     private_bentoml_home,
     probe,
 )
+from kb_platform_tests.ports import free_port
 
 TOKEN = "test-encoder-token-0123456789"
 LIMITS = {"max_texts": 16, "max_text_chars": 2000, "max_request_bytes": 64 * 1024}
@@ -43,18 +43,12 @@ TEXTS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     work = tmp_path_factory.mktemp("encoder")
     (work / "token").write_text(TOKEN + "\n")
     service = ServiceProcess(
-        port=_free_port(),
+        port=free_port(),
         env={
             "KB_ENCODER_TOKEN_FILE": str(work / "token"),
             **{f"KB_ENCODER_{k.upper()}": str(v) for k, v in LIMITS.items()},
@@ -166,7 +160,7 @@ def test_metrics_cover_warm_up_model_load_and_readiness(service: ServiceProcess)
 
 def test_nothing_listening_is_a_retryable_outage() -> None:
     with pytest.raises(ServiceUnavailable) as raised:
-        EncoderClient(f"http://127.0.0.1:{_free_port()}", TOKEN, timeout_s=2).embed_texts(["x"])
+        EncoderClient(f"http://127.0.0.1:{free_port()}", TOKEN, timeout_s=2).embed_texts(["x"])
     assert raised.value.retryable
 
 

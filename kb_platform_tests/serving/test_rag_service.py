@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -26,6 +25,7 @@ from kb_platform.index.mapping import IndexNames
 from kb_platform.models.generator import import_to_store, stored_model
 from kb_platform.serving.auth import hash_key, new_key
 from kb_platform.serving.launcher import ServiceProcess, private_bentoml_home, probe
+from kb_platform_tests.ports import free_port
 from kb_platform_tests.serving.corpus_slice import index_slice
 
 pytestmark = pytest.mark.services
@@ -50,27 +50,16 @@ ANSWER_TEXT = "spanwise distribution of the lift increase due to slipstream"
 ES_SCRIPT = REPO_ROOT / "deploy" / "local" / "elasticsearch" / "elasticsearch.sh"
 
 
-def _free_port(preferred: int) -> int:
-    for port in [preferred, 0]:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
-    raise RuntimeError("no free port")
-
-
 class SecondNode:
     """An Elasticsearch node of this module's own (its own port, data and logs), so stopping it
     disturbs nobody else's tests."""
 
     def __init__(self, root: Path):
-        self.http_port = _free_port(9201)
+        self.http_port = free_port(9201)
         self.env = {
             **os.environ,
             "KB_ES_PORT": str(self.http_port),
-            "KB_ES_TRANSPORT_PORT": str(_free_port(9301)),
+            "KB_ES_TRANSPORT_PORT": str(free_port(9301)),
             "KB_LOCAL_DIR": str(root),
             "KB_ES_HEAP": "512m",
         }
@@ -139,7 +128,7 @@ def service(
         )
     )
     service = ServiceProcess(
-        port=_free_port(0),
+        port=free_port(0),
         env={
             "KB_ELASTICSEARCH_URL": node.url,
             "KB_ELASTICSEARCH_INDEX_BASE": index_base,

@@ -1,11 +1,14 @@
 """Quality checks of OCR and chunk outputs, built on great-expectations, per document."""
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+)
 
 from kb_platform.chunking import MAX_CHUNK_TOKENS
 from kb_platform.contracts import Chunk, PageText
-from kb_platform.defs.ingestion.partitions import documents_partitions
+from kb_platform.defs.document_checks import per_document_check
 from kb_platform.defs.processing.ocr_text import ocr_text
 from kb_platform.defs.processing.text_chunks import text_chunks
 from kb_platform.quality.expectations import ExpectationOutcome, expectations_module, validate
@@ -24,9 +27,8 @@ def _result(outcomes: list[ExpectationOutcome], severity: AssetCheckSeverity) ->
     )
 
 
-@asset_check(
+@per_document_check(
     asset=ocr_text,
-    partitions_def=documents_partitions,
     description="Share of empty pages and mean OCR confidence.",
 )
 def ocr_text_quality(ocr_text: list[PageText]) -> AssetCheckResult:
@@ -50,9 +52,8 @@ def ocr_text_quality(ocr_text: list[PageText]) -> AssetCheckResult:
     return _result(validate(frame, expectations), AssetCheckSeverity.WARN)
 
 
-@asset_check(
+@per_document_check(
     asset=text_chunks,
-    partitions_def=documents_partitions,
     description="Chunks are non-empty and within the token budget.",
 )
 def text_chunks_bounds(text_chunks: list[Chunk]) -> AssetCheckResult:

@@ -1,19 +1,34 @@
 """``dead_letter_on_failure``: a document run that failed for the last time sends its original
-message to ``dlq.<modality>.processing`` with why, and settles its offset in the ledger."""
+message to ``dlq.<modality>.processing`` with why, and settles its offset in the ledger.
+
+A run that failed because a service stayed down past its steps' retries is no dead letter:
+the document is requested again (a new run with the same source tags, so the ledger keeps the
+message in flight and consumer lag shows the outage) until the service is back.
+"""
 
 from datetime import UTC, datetime
 
-from dagster import DefaultSensorStatus, RunFailureSensorContext, run_failure_sensor
+from dagster import (
+    DagsterRun,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunRequest,
+    run_failure_sensor,
+)
 
 from kb_platform.contracts import Modality
+from kb_platform.defs.processing import process_documents
 from kb_platform.kafka import ledger
 from kb_platform.kafka.dead_letters import DeadLetter, publish
 from kb_platform.kafka.ingest_reader import fetch_message
 from kb_platform.kafka.ledger import SETTLED_RUN_TAG, MessageState, source_key
 from kb_platform.resources.kafka import KafkaResource
-from kb_platform.runs import JOB, failure_details
+from kb_platform.runs import JOB, failed_for_an_outage, failure_details
 
 PUBLISH_TIMEOUT_S = 15.0
+OUTAGE_RETRY_TAG = "kb/outage-retry"
+# Tags of a failed run that a new run for the same message must not inherit.
+_NOT_INHERITED = {"kb/run-worker", SETTLED_RUN_TAG, OUTAGE_RETRY_TAG}
 
 
 def _first_failed_at(context: RunFailureSensorContext) -> str:
@@ -26,18 +41,25 @@ def _first_failed_at(context: RunFailureSensorContext) -> str:
 @run_failure_sensor(
     monitored_jobs=None,
     default_status=DefaultSensorStatus.RUNNING,
-    request_job=None,
+    request_job=process_documents,
     minimum_interval_seconds=15,
-    description="Publishes the original message of a finally failed document run to its DLQ.",
+    description=(
+        "Publishes the original message of a finally failed document run to its DLQ; "
+        "requests the document again when a service outage outlasted the step retries."
+    ),
 )
-def dead_letter_on_failure(context: RunFailureSensorContext, kafka: KafkaResource) -> None:
+def dead_letter_on_failure(
+    context: RunFailureSensorContext, kafka: KafkaResource
+) -> RunRequest | None:
     # Read the run afresh: its dead-lettered tag may be newer than this evaluation's copy.
     run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
     tags = run.tags
     if run.job_name != JOB or "kb/source-topic" not in tags:
-        return  # not a Kafka-sourced document run (e.g. `kb-platform ingest`)
+        return None  # not a Kafka-sourced document run (e.g. `kb-platform ingest`)
     if tags.get("dagster/will_retry") == "true" or tags.get(SETTLED_RUN_TAG) == "true":
-        return  # another attempt follows, or this failure was dead-lettered already
+        return None  # another attempt follows, or this failure was dead-lettered already
+    if failed_for_an_outage(context.instance, run.run_id):
+        return _request_again(context, run)
     topic, partition, offset = (
         tags["kb/source-topic"],
         int(tags["kb/source-partition"]),
@@ -81,3 +103,25 @@ def dead_letter_on_failure(context: RunFailureSensorContext, kafka: KafkaResourc
         context.instance, [source_key(topic, partition, offset)], MessageState.DEAD_LETTERED
     )
     context.log.info("dead-lettered %s:%d:%d (%s)", topic, partition, offset, error_class)
+    return None
+
+
+def _request_again(context: RunFailureSensorContext, run: DagsterRun) -> RunRequest:
+    """A new run for the failed run's message; its run key makes a second evaluation of the
+    same failure (a restarted daemon) request nothing more."""
+    retry = int(run.tags.get(OUTAGE_RETRY_TAG, "0")) + 1
+    context.log.warning(
+        "%s failed on a service outage past its step retries; requesting it again (#%d)",
+        run.tags["kb/source"],
+        retry,
+    )
+    tags = {
+        key: value
+        for key, value in run.tags.items()
+        if (key.startswith("kb/") and key not in _NOT_INHERITED) or key == "dagster/max_runtime"
+    }
+    return RunRequest(
+        run_key=f"{run.run_id}:after-outage",
+        partition_key=run.tags["dagster/partition"],
+        tags={**tags, OUTAGE_RETRY_TAG: str(retry)},
+    )

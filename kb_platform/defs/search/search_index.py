@@ -12,9 +12,9 @@ from dagster import (
     Output,
     RetryPolicy,
     asset,
-    asset_check,
 )
 
+from kb_platform.defs.document_checks import per_document_check
 from kb_platform.defs.ingestion.partitions import documents_partitions
 from kb_platform.index.clip_documents import image_chunk_ids, with_clip
 from kb_platform.index.documents import index_documents
@@ -67,9 +67,8 @@ def search_index(
     )
 
 
-@asset_check(
+@per_document_check(
     asset=search_index,
-    partitions_def=documents_partitions,
     additional_ins={
         "text_embeddings": AssetIn("text_embeddings"),
         "image_embeddings": AssetIn("image_embeddings"),
