@@ -116,10 +116,14 @@ def produce_corpus(kafka: KafkaResource, corpus: Path, limit: int) -> tuple[int,
     return len(files), time.time()
 
 
-def in_process(kafka: KafkaResource, resources: dict, produced_at: float) -> Measured:
+def in_process(kafka: KafkaResource, resources: dict, produced_at: float, home: Path) -> Measured:
+    """The sensor's runs one after another in this process, on an instance stored like the
+    daemon's and `kb-platform ingest --in-process`'s (SQLite under a DAGSTER_HOME): an in-memory
+    instance would leave out the event-log writes every real run pays for."""
     job = build_definitions(resources).resolve_job_def("process_documents")
     m = Measured()
-    with DagsterInstance.ephemeral() as instance:
+    home.mkdir(parents=True, exist_ok=True)
+    with DagsterInstance.local_temp(tempdir=str(home)) as instance:
         cursor = None
         while True:
             with build_sensor_context(instance=instance, resources=resources, cursor=cursor) as ctx:
@@ -233,7 +237,7 @@ def bench(daemon: bool, args: argparse.Namespace) -> float:
             how = "dagster dev: sensor -> queue -> warm run workers, one run per document"
         else:
             produced, produced_at = produce_corpus(kafka, args.corpus, args.limit)
-            m = in_process(kafka, resources, produced_at)
+            m = in_process(kafka, resources, produced_at, work / "in_process_home")
             m.produced, m.produced_at = produced, produced_at
             how = "one warm run worker in this process, runs one after another"
     finally:

@@ -17,11 +17,12 @@ from kb_platform.config import REPO_ROOT, get_settings
 from kb_platform.contracts import IngestMessage, Modality
 
 if TYPE_CHECKING:  # dagster loads only in the commands that need it
+    from kb_platform.resources.kafka import KafkaResource
     from kb_platform.runs import RunOutcome
 
 SERVICES: tuple[str, ...] = ("postgres", "kafka", "elasticsearch", "dagster")
 # Started when named: runs use the encoder service only where KB_ENCODER_URL is set.
-OPTIONAL_SERVICES: tuple[str, ...] = ("encoder",)
+OPTIONAL_SERVICES: tuple[str, ...] = ("encoder", "rag")
 LOCAL_DEPLOY = REPO_ROOT / "deploy" / "local"
 
 
@@ -52,7 +53,7 @@ def main(verbose: bool) -> None:
 @click.argument("names", nargs=-1, type=click.Choice(SERVICES + OPTIONAL_SERVICES))
 def services(action: str, names: tuple[str, ...]) -> None:
     """Start, stop or inspect the local PostgreSQL, Kafka, Elasticsearch and Dagster UI (and,
-    when named, the encoder service)."""
+    when named, the encoder and RAG services)."""
     selected = names or SERVICES
     # Stop in reverse order of start so dependents go first.
     ordered = reversed(selected) if action == "down" else selected
@@ -195,6 +196,34 @@ def search(query: str, mode: str, top: int, modality: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.argument("question")
+@click.option("-k", "--top", default=4, show_default=True, help="sources for the answer")
+def ask(question: str, top: int) -> None:
+    """Ask the RAG service (KB_RAG_URL): its /search hits for the question, then its /ask
+    answer with the sources it cites."""
+    from kb_platform.serving.client import RagClient, RagServiceError
+
+    settings = get_settings()
+    try:
+        client = RagClient(settings.rag_url, settings.rag_api_key_file)
+        found = client.search(question, k=top)
+        answered = client.ask(question, k=top)
+    except RagServiceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"/search ({found['mode']}, {found['took_ms']:.0f} ms):")
+    for rank, hit in enumerate(found["hits"], start=1):
+        title = hit["provenance"].get("title") or hit["doc_id"]
+        where = f" page {hit['page']}" if hit.get("page") else ""
+        snippet = " ".join(str(hit.get("text") or "").split())[:140]
+        click.echo(f"  {rank}. [{hit['score']:.4f}] {title}{where}: {snippet}")
+    click.echo(f"/ask ({answered['generator']}, {answered['took_ms']:.0f} ms):")
+    click.echo(f"  {answered['answer']}")
+    for citation in answered["citations"]:
+        where = f" page {citation['page']}" if citation.get("page") else ""
+        click.echo(f"  [{citation['number']}] {citation.get('title') or citation['doc_id']}{where}")
+
+
+@main.command()
 @click.option("--failed", "only_failed", is_flag=True, required=True, help="only failed documents")
 @click.option("--dagster-host", default="127.0.0.1", show_default=True)
 @click.option("--dagster-port", default=3000, show_default=True)
@@ -248,23 +277,81 @@ def audit() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-def produce(paths: tuple[Path, ...]) -> None:
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="then show the sensors' progress until every message is settled",
+)
+@click.option("--interval", default=10.0, show_default=True, help="--follow: seconds a line")
+@click.option("--timeout", default=3 * 3600.0, show_default=True, help="--follow: give up after")
+def produce(paths: tuple[Path, ...], follow: bool, interval: float, timeout: float) -> None:
     """Produce an ingest message (file:// reference) for each file to kb.ingest.<modality>."""
     from kb_platform.resources import build_resources
 
     kafka = build_resources(get_settings())["kafka"]
     producer = kafka.producer()
-    counts: collections.Counter[str] = collections.Counter()
+    produced: dict[tuple[str, int], list[int]] = collections.defaultdict(list)
+    failed: list[str] = []
+
+    def delivered(error: object, msg: object) -> None:
+        if error is not None:
+            failed.append(str(error))
+        else:
+            produced[(msg.topic(), msg.partition())].append(msg.offset())  # type: ignore[attr-defined]
+
     for path in _files(paths):
         modality = _declared_modality(path)
         message = IngestMessage(source_id=str(path), uri=path.resolve().as_uri(), modality=modality)
-        topic = kafka.topics().ingest(modality)
-        producer.produce(topic, key=str(path).encode(), value=message.model_dump_json().encode())
+        producer.produce(
+            kafka.topics().ingest(modality),
+            key=str(path).encode(),
+            value=message.model_dump_json().encode(),
+            on_delivery=delivered,
+        )
         producer.poll(0)
-        counts[topic] += 1
-    if producer.flush(60):
-        raise click.ClickException("the broker did not confirm every message")
-    click.echo(f"produced {dict(counts)}")
+    if producer.flush(60) or failed:
+        raise click.ClickException(
+            f"the broker did not confirm every message ({len(failed)} failed: {failed[:3]})"
+        )
+    counts = {topic: 0 for topic, _ in produced}
+    for (topic, _), offsets in produced.items():
+        counts[topic] += len(offsets)
+    click.echo(f"produced {counts}")
+    if follow:
+        _follow(kafka, dict(produced), interval, timeout)
+
+
+def _follow(kafka: KafkaResource, produced: dict, interval: float, timeout: float) -> None:
+    import time
+
+    from dagster import DagsterInstance
+
+    from kb_platform.kafka.lag import lag_seconds
+    from kb_platform.kafka.progress import eta_s, progress_line, snapshot
+
+    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))
+    consumer = kafka.consumer(kafka.consumer_group)
+    started = time.monotonic()
+    try:
+        with DagsterInstance.get() as instance:
+            first = snapshot(instance, produced)
+            while True:
+                now = snapshot(instance, produced)
+                elapsed = time.monotonic() - started
+                rate = (now.settled - first.settled) / elapsed if elapsed > 0 else 0.0
+                eta = eta_s(now.settled - first.settled, elapsed, now.total - now.settled)
+                lag = lag_seconds(consumer, instance, kafka.topics().all_ingest())
+                click.echo(progress_line(now, elapsed, lag, eta, rate))
+                if now.done:
+                    return
+                if elapsed > timeout:
+                    raise click.ClickException(
+                        f"{now.total - now.settled} messages still unsettled after {timeout:.0f} s"
+                        " (is the Dagster daemon up? `kb-platform services status`)"
+                    )
+                time.sleep(interval)
+    finally:
+        consumer.close()
 
 
 @main.command()

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # the warm encoder service (bentos/encoder); unset: text embeddings in the run process. Its
     # token is the secret KB_ENCODER_TOKEN, read by the resource through dagster.EnvVar.
     encoder_url: str | None = None
+    # the RAG service (bentos/rag) that `kb-platform ask` queries; its key in a file
+    rag_url: str = "http://127.0.0.1:3030"
+    rag_api_key_file: Path = REPO_ROOT / ".kb-local" / "rag" / "api-key"
 
     # storage
     data_dir: Path = REPO_ROOT / ".kb-data"

@@ -1,5 +1,6 @@
-"""The README flow without Kafka: `kb-platform ingest` against a real `dagster dev` (webserver +
-daemon), one queued run per document, outcomes read back from the instance."""
+"""The README flows against a real `dagster dev` (webserver + daemon): `kb-platform ingest`, one
+queued run per document, outcomes read back from the instance; and `make demo`'s
+`kb-platform produce --follow`, Kafka messages followed until the sensors settled each."""
 
 from __future__ import annotations
 
@@ -83,3 +84,27 @@ def test_in_process_ingest_records_runs_in_the_instance(
     with mock_env(env), DagsterInstance.get() as instance:
         runs = instance.get_runs(RunsFilter(tags={"kb/launched_by": "ingest --in-process"}))
     assert len(runs) == 2
+
+
+def test_produce_follow_reports_progress_until_every_message_is_settled(
+    dagster_env: dict[str, str], corpus_dir: Path
+) -> None:
+    files = [
+        corpus_dir / "documents/unstructured/example-docs/norwich-city.txt",
+        next((corpus_dir / "documents").rglob("unreadablemetadata.pdf")),
+    ]
+    result = subprocess.run(
+        [str(KB), "produce", *map(str, files), "--follow", "--interval", "2", "--timeout", "600"],
+        env=dagster_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("produced {"), output
+    assert len(lines) > 2, "progress lines while the sensors work"
+    assert "2/2 settled: indexed 1, failed 1, dead-lettered 1, parked 0, in flight 0" in lines[-1]
+    assert "| lag " in lines[-1] and "docs/s | ETA" in lines[-1]
+    assert "PreviewWarning" not in output and "dagster - DEBUG" not in output

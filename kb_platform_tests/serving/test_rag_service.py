@@ -16,10 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from elasticsearch import Elasticsearch
 from PIL import Image
 
-from kb_platform.config import REPO_ROOT
+from kb_platform import cli
+from kb_platform.config import REPO_ROOT, get_settings
 from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
 from kb_platform.models.generator import import_to_store, stored_model
@@ -223,6 +225,42 @@ def test_ask_answers_citing_given_sources_retrieved_with_the_answer(client: http
     chunk = _chunk_text(client, with_answer[0]["chunk_id"], ANSWER_DOC)
     assert ANSWER_TEXT in chunk
     assert with_answer[0]["snippet"] in " ".join(chunk.split())
+
+
+@pytest.mark.numerics
+def _ask_command(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], question: str) -> Any:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(cli.main, ["ask", question])
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+
+
+def test_the_ask_command_prints_search_hits_and_a_cited_answer(
+    service: ServiceProcess, keys: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_file = tmp_path / "api-key"
+    key_file.write_text(keys["main"] + "\n")
+    env = {"KB_RAG_URL": service.url, "KB_RAG_API_KEY_FILE": str(key_file)}
+    result = _ask_command(monkeypatch, env, QUESTION)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("/search (hybrid,")
+    assert sum(line.startswith(("  1. ", "  2. ", "  3. ", "  4. ")) for line in lines) == 4
+    ask_at = next(i for i, line in enumerate(lines) if line.startswith("/ask ("))
+    assert lines[ask_at + 1].strip().startswith("According to [")
+    assert any(line.startswith("  [") for line in lines[ask_at + 2 :]), result.output
+
+
+def test_the_ask_command_says_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = _ask_command(monkeypatch, {"KB_RAG_API_KEY_FILE": str(tmp_path / "absent")}, "a")
+    assert result.exit_code == 1
+    assert "services up rag" in result.output
 
 
 @pytest.mark.numerics
