@@ -12,6 +12,7 @@ APT_PACKAGES=(
   openjdk-17-jdk-headless maven                     # Kafka and Elasticsearch from Maven Central
   procps                                            # pgrep, used to find stray server processes
   espeak-ng                                         # spoken test samples for transcription
+  chromium chromium-driver                          # the Dagster UI test (Selenium, headless)
   curl
 )
 PYTHON="${KB_PYTHON:-python3}"

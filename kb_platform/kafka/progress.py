@@ -81,7 +81,9 @@ def progress_line(
         f"not read yet {c[MessageState.UNREAD]}",
     ]
     if c[MessageState.UNACCOUNTED]:
-        parts.append(f"unaccounted {c[MessageState.UNACCOUNTED]}")
+        # read by a sensor tick whose run requests the daemon is still turning into runs; one
+        # that stays so is what `kb-platform audit` reports as unaccounted
+        parts.append(f"runs being created {c[MessageState.UNACCOUNTED]}")
     until = _duration(eta) if eta is not None else "-"
     return (
         f"[{_duration(elapsed_s)}] {current.settled}/{current.total} settled: {', '.join(parts)}"
