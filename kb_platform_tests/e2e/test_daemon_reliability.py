@@ -72,8 +72,10 @@ def test_a_run_killed_mid_step_is_retried_and_accounted_for(
     dagster_env: dict[str, str], e2e_kafka: KafkaResource, corpus_dir: Path, es: Elasticsearch
 ) -> None:
     topic = e2e_kafka.topics().ingest(Modality.IMAGE)
-    produce(e2e_kafka, topic, [message(corpus_dir / "ocr/tesseract/phototest.tif", "image")])
-    source = {"kb/source-topic": topic}
+    (offset,) = produce(
+        e2e_kafka, topic, [message(corpus_dir / "ocr/tesseract/phototest.tif", "image")]
+    )
+    source = {"kb/source-topic": topic, "kb/source-offset": offset}
     with instance_of(dagster_env) as instance:
         first = eventually(
             lambda: next(iter(instance.get_runs(RunsFilter(tags=source))), None),

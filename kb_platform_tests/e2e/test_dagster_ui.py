@@ -121,13 +121,15 @@ def test_the_ui_shows_the_pipeline_a_failed_partition_and_backfills_it_by_clicki
     browser: webdriver.Chrome,
 ) -> None:
     topic = e2e_kafka.topics().ingest(Modality.IMAGE)
-    produce(e2e_kafka, topic, [message(corpus_dir / BROKEN, "image")])
+    (offset,) = produce(e2e_kafka, topic, [message(corpus_dir / BROKEN, "image")])
     with instance_of(dagster_env) as instance:
         failed = eventually(
             lambda: next(
                 (
                     r
-                    for r in instance.get_runs(RunsFilter(tags={"kb/source-topic": topic}))
+                    for r in instance.get_runs(
+                        RunsFilter(tags={"kb/source-topic": topic, "kb/source-offset": offset})
+                    )
                     if r.status is DagsterRunStatus.FAILURE
                 ),
                 None,

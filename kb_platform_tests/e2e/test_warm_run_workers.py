@@ -34,12 +34,16 @@ def test_runs_execute_on_warm_workers_that_serve_many_runs(
 ) -> None:
     topic = e2e_kafka.topics().ingest(Modality.TEXT)
     files = ["book-war-and-peace-1p.txt", "fake-text.txt", "norwich-city.txt"]
-    produce(e2e_kafka, topic, [message(corpus_dir / TEXTS / f, "text") for f in files])
+    offsets = produce(e2e_kafka, topic, [message(corpus_dir / TEXTS / f, "text") for f in files])
     with instance_of(dagster_env) as instance:
         assert isinstance(instance.run_launcher, WarmRunLauncher)
 
         def all_done() -> list | None:
-            runs = instance.get_runs(RunsFilter(tags={"kb/source-topic": topic}))
+            runs = [
+                r
+                for r in instance.get_runs(RunsFilter(tags={"kb/source-topic": topic}))
+                if r.tags["kb/source-offset"] in offsets  # the topic is shared with other tests
+            ]
             return runs if len(runs) == 3 and all(r.is_finished for r in runs) else None
 
         runs = eventually(all_done, 300, "three runs to finish")
@@ -58,9 +62,9 @@ def test_a_terminated_run_is_canceled_and_its_worker_goes_on(
     dagster_env: dict[str, str], e2e_kafka: KafkaResource, corpus_dir: Path
 ) -> None:
     topic = e2e_kafka.topics().ingest(Modality.DOCUMENT)
-    produce(e2e_kafka, topic, [message(corpus_dir / LONG_PDF, "document")])
+    (offset,) = produce(e2e_kafka, topic, [message(corpus_dir / LONG_PDF, "document")])
     with instance_of(dagster_env) as instance:
-        source = RunsFilter(tags={"kb/source-topic": topic})
+        source = RunsFilter(tags={"kb/source-topic": topic, "kb/source-offset": offset})
         run = eventually(
             lambda: next(iter(instance.get_runs(source)), None), 180, "the sensor's run"
         )

@@ -11,11 +11,21 @@ from kb_platform.kafka.audit import audit
 from kb_platform.resources.kafka import KafkaResource
 
 
-def produce(kafka_ns: KafkaResource, topic: str, values: list[bytes]) -> None:
+def produce(kafka_ns: KafkaResource, topic: str, values: list[bytes]) -> list[str]:
+    """Produces ``values`` in order; returns their offsets as run tags carry them
+    (``kb/source-offset``), so a test can tell its own runs from other tests' on a topic."""
     producer = kafka_ns.producer()
+    offsets: list[str] = []
     for i, value in enumerate(values):
-        producer.produce(topic, key=f"k{i}".encode(), value=value)
+        producer.produce(
+            topic,
+            key=f"k{i}".encode(),
+            value=value,
+            on_delivery=lambda error, msg: offsets.append(str(msg.offset())) if not error else None,
+        )
     assert producer.flush(30) == 0
+    assert len(offsets) == len(values), "the broker did not confirm every message"
+    return offsets
 
 
 def message(path: Path, modality: str = "document") -> bytes:
