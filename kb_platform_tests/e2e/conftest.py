@@ -3,6 +3,7 @@ and Kafka topics of its own, shared by the end-to-end tests."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from kb_platform.index.mapping import IndexNames
 from kb_platform.local_stack import DAGSTER_SCRIPT, dagster_dev_env
 from kb_platform.resources.kafka import KafkaResource
 
-PORT = "3111"
+PORT = os.environ.get("KB_E2E_DAGSTER_PORT", "3111")  # another for a second checkout
 
 
 @pytest.fixture(scope="session")

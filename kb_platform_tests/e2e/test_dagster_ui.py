@@ -17,7 +17,6 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webelement import WebElement
 
 from kb_platform.config import REPO_ROOT
 from kb_platform.contracts import Modality
@@ -97,16 +96,22 @@ class Page:
     def text(self) -> str:
         return self.driver.find_element(By.TAG_NAME, "body").text
 
-    def button(self, label: str) -> WebElement:
-        def find() -> WebElement | None:
-            for candidate in self.driver.find_elements(
-                By.XPATH, f"//button[contains(normalize-space(), '{label}')]"
-            ):
+    def click(self, label: str, *, exact: bool = False) -> str:
+        """Clicks the visible, enabled button with ``label``; returns its text. A click that
+        something covers (the newsletter dialog, a toast) is tried again."""
+        test = (
+            f"normalize-space()='{label}'" if exact else f"contains(normalize-space(), '{label}')"
+        )
+
+        def attempt() -> str | None:
+            for candidate in self.driver.find_elements(By.XPATH, f"//button[{test}]"):
                 if candidate.is_displayed() and candidate.is_enabled():
-                    return candidate
+                    text = candidate.text or label
+                    candidate.click()
+                    return text
             return None
 
-        return self.wait(find, f"a button '{label}'")  # type: ignore[return-value]
+        return self.wait(attempt, f"a button '{label}' to click")  # type: ignore[return-value]
 
     def shot(self, name: str) -> Path:
         path = ARTIFACTS / f"{name}.png"
@@ -152,32 +157,28 @@ def test_the_ui_shows_the_pipeline_a_failed_partition_and_backfills_it_by_clicki
         page.open(f"/assets/extracted_pages?view=partitions&partition={doc_id}")
         page.wait(lambda: "did not materialize this asset" in page.text(), "the failed run")
         page.shot("failed-partition")
-        page.button("View logs").click()
+        page.click("View logs")
         page.wait(lambda: f"{error_class}:" in page.text(), "the error class in the run's logs")
         page.shot("failed-partition-logs")
 
         # Materialize all -> Failed -> Launch backfill, as a person would.
         page.open("/locations/kb_platform/jobs/process_documents")
-        page.button("Materialize all").click()
+        page.click("Materialize all")
 
         def partition_selection() -> bool:
             # A confirmation comes first: the CLIP checkpoint upstream is not trained here.
             for confirm in browser.find_elements(By.XPATH, "//button[normalize-space()='Confirm']"):
                 if confirm.is_displayed():
-                    confirm.click()
+                    confirm.click()  # a covered click raises; page.wait tries again
             return "Partition selection" in page.text()
 
         page.wait(partition_selection, "the partition selection")
-        page.button("Failed and missing")
-        for choice in browser.find_elements(By.XPATH, "//button[normalize-space()='Failed']"):
-            if choice.is_displayed():
-                choice.click()
+        page.click("Failed", exact=True)
+        page.wait(lambda: "0 partitions" not in page.text(), "the failed partitions selected")
         # One failed partition is launched as one run, several as a backfill.
-        launch = page.button("Launch")
         page.shot("backfill-dialog")
         clicked_at = time.time()
-        label = launch.text
-        launch.click()
+        label = page.click("Launch")
 
         def relaunched() -> DagsterRun | None:
             for run in instance.get_runs(RunsFilter(tags={"dagster/partition": doc_id})):
