@@ -313,10 +313,10 @@ def produce(paths: tuple[Path, ...], follow: bool, interval: float, timeout: flo
         raise click.ClickException(
             f"the broker did not confirm every message ({len(failed)} failed: {failed[:3]})"
         )
-    counts = {topic: 0 for topic, _ in produced}
+    counts: collections.Counter[str] = collections.Counter()
     for (topic, _), offsets in produced.items():
         counts[topic] += len(offsets)
-    click.echo(f"produced {counts}")
+    click.echo(f"produced {dict(counts)}")
     if follow:
         _follow(kafka, dict(produced), interval, timeout)
 
@@ -334,12 +334,11 @@ def _follow(kafka: KafkaResource, produced: dict, interval: float, timeout: floa
     started = time.monotonic()
     try:
         with DagsterInstance.get() as instance:
-            first = snapshot(instance, produced)
+            first = now = snapshot(instance, produced)
             while True:
-                now = snapshot(instance, produced)
                 elapsed = time.monotonic() - started
                 rate = (now.settled - first.settled) / elapsed if elapsed > 0 else 0.0
-                eta = eta_s(now.settled - first.settled, elapsed, now.total - now.settled)
+                eta = eta_s(rate, now.total - now.settled)
                 lag = lag_seconds(consumer, instance, kafka.topics().all_ingest())
                 click.echo(progress_line(now, elapsed, lag, eta, rate))
                 if now.done:
@@ -350,6 +349,7 @@ def _follow(kafka: KafkaResource, produced: dict, interval: float, timeout: floa
                         " (is the Dagster daemon up? `kb-platform services status`)"
                     )
                 time.sleep(interval)
+                now = snapshot(instance, produced)
     finally:
         consumer.close()
 

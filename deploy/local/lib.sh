@@ -118,6 +118,21 @@ start_detached() {
   echo $! >"$(pid_file "$name")"
 }
 
+# start_bento <service> <logfile> <service.py:Class> <port> [VAR=value ...]: `bentoml serve` of
+# the checkout's service, detached (start_detached), with the variables set, in a BENTOML_HOME of
+# the service's own (BentoML wipes its metrics folder on start) that shares the model store.
+start_bento() {
+  local name="$1" logfile="$2" target="$3" port="$4"
+  shift 4
+  local home
+  home="$(service_dir "$name")/bentoml"
+  mkdir -p "$home"
+  [[ -e "$home/models" ]] || ln -s "${BENTOML_HOME:-$HOME/bentoml}/models" "$home/models"
+  (cd "$KB_REPO_ROOT" && start_detached "$name" "$logfile" env "$@" BENTOML_HOME="$home" \
+    BENTOML_DO_NOT_TRACK=true "${VENV:-$KB_REPO_ROOT/.venv}/bin/bentoml" serve "$target" \
+    --host 127.0.0.1 --port "$port")
+}
+
 # java_major <java>: the Java feature version (17, 21, ...), 0 if it cannot be read.
 java_major() {
   local major

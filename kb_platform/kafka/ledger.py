@@ -10,10 +10,10 @@ Dagster instance's key-value store; run states come from the runs' ``kb/source``
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 MARKER_PREFIX = "kb/ledger/"
 READ_PREFIX = "kb/ledger-read/"
@@ -49,11 +49,16 @@ def markers(instance: DagsterInstance, keys: list[str]) -> dict[str, MessageStat
     return {k.removeprefix(MARKER_PREFIX): MessageState(v) for k, v in stored.items()}
 
 
-def run_states(instance: DagsterInstance, topic: str, partition: int) -> dict[int, MessageState]:
-    """The state each offset's newest run gives it (offsets without runs are absent)."""
-    runs = instance.get_runs(
+def source_runs(instance: DagsterInstance, topic: str, partition: int) -> Sequence[DagsterRun]:
+    """The runs of one topic partition's messages (by their source tags), newest first."""
+    return instance.get_runs(
         RunsFilter(tags={"kb/source-topic": topic, "kb/source-partition": str(partition)})
     )
+
+
+def run_states(runs: Sequence[DagsterRun]) -> dict[int, MessageState]:
+    """The state each offset's newest run gives it (offsets without runs are absent); ``runs``
+    are one partition's ``source_runs``."""
     states: dict[int, MessageState] = {}
     for run in reversed(runs):  # oldest first, so a newer run's state wins
         offset = int(run.tags["kb/source-offset"])
@@ -82,10 +87,16 @@ def read_position(instance: DagsterInstance, topic: str, partition: int) -> int:
 
 
 def classify(
-    instance: DagsterInstance, topic: str, partition: int, offsets: range, read_until: int
+    instance: DagsterInstance,
+    topic: str,
+    partition: int,
+    offsets: range,
+    read_until: int,
+    runs: Sequence[DagsterRun] | None = None,
 ) -> dict[int, MessageState]:
-    """The state of each offset in ``offsets``; ``read_until`` is the sensor's next offset."""
-    by_run = run_states(instance, topic, partition)
+    """The state of each offset in ``offsets``; ``read_until`` is the sensor's next offset.
+    ``runs``: the partition's ``source_runs`` when the caller has them already."""
+    by_run = run_states(source_runs(instance, topic, partition) if runs is None else runs)
     marked = markers(instance, [source_key(topic, partition, o) for o in offsets])
     states = {}
     for offset in offsets:

@@ -8,9 +8,10 @@ age of the oldest unsettled message of the ingest topics (``kb_platform.kafka.la
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 
 from kb_platform.kafka import ledger
 from kb_platform.kafka.ledger import SETTLED, MessageState
@@ -34,12 +35,9 @@ class Snapshot:
         return self.settled == self.total
 
 
-def _latest_run_failed(instance: DagsterInstance, topic: str, partition: int) -> set[int]:
-    runs = instance.get_runs(  # newest first
-        RunsFilter(tags={"kb/source-topic": topic, "kb/source-partition": str(partition)})
-    )
+def _latest_run_failed(runs: Sequence[DagsterRun]) -> set[int]:
     latest: dict[int, DagsterRunStatus] = {}
-    for run in runs:
+    for run in runs:  # newest first
         latest.setdefault(int(run.tags["kb/source-offset"]), run.status)
     return {offset for offset, status in latest.items() if status is DagsterRunStatus.FAILURE}
 
@@ -50,17 +48,16 @@ def snapshot(instance: DagsterInstance, produced: Produced) -> Snapshot:
     for (topic, partition), offsets in produced.items():
         span = range(min(offsets), max(offsets) + 1)
         read_until = ledger.read_position(instance, topic, partition)
-        states = ledger.classify(instance, topic, partition, span, read_until)
+        runs = ledger.source_runs(instance, topic, partition)
+        states = ledger.classify(instance, topic, partition, span, read_until, runs)
         counts.update(states[offset] for offset in offsets)
-        failed += len(_latest_run_failed(instance, topic, partition) & set(offsets))
+        failed += len(_latest_run_failed(runs) & set(offsets))
     return Snapshot(sum(len(o) for o in produced.values()), counts, failed)
 
 
-def eta_s(settled_since_start: int, elapsed_s: float, remaining: int) -> float | None:
-    """Seconds until the rest is settled at the rate seen so far (None before any is)."""
-    if settled_since_start <= 0 or elapsed_s <= 0:
-        return None
-    return remaining * elapsed_s / settled_since_start
+def eta_s(rate: float, remaining: int) -> float | None:
+    """Seconds until the rest is settled at ``rate`` (messages/s; None before any settled)."""
+    return remaining / rate if rate > 0 else None
 
 
 def _duration(seconds: float) -> str:

@@ -17,6 +17,12 @@ from kb_platform.index.mapping import IndexNames
 KB = Path(sys.executable).parent / "kb-platform"
 
 
+def kb(env: dict[str, str], *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(KB), *args], env=env, capture_output=True, text=True, timeout=timeout_s
+    )
+
+
 def test_ingest_launches_one_run_per_document_and_reports_outcomes(
     dagster_env: dict[str, str], corpus_dir: Path, es: Elasticsearch
 ) -> None:
@@ -26,21 +32,11 @@ def test_ingest_launches_one_run_per_document_and_reports_outcomes(
         next((corpus_dir / "documents").rglob("unreadablemetadata.pdf")),
         corpus_dir / "documents/unstructured/example-docs/empty.txt",
     ]
-    result = subprocess.run(
-        [
-            str(KB),
-            "ingest",
-            *map(str, files),
-            "--dagster-port",
-            dagster_env["KB_DAGSTER_PORT"],
-            "--wait",
-            "--timeout",
-            "600",
-        ],
-        env=dagster_env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    port = dagster_env["KB_DAGSTER_PORT"]
+    result = kb(
+        dagster_env,
+        *["ingest", *map(str, files), "--dagster-port", port, "--wait", "--timeout", "600"],
+        timeout_s=900,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -51,13 +47,7 @@ def test_ingest_launches_one_run_per_document_and_reports_outcomes(
     indexed = es.search(index=alias, size=0, aggs={"d": {"cardinality": {"field": "doc_id"}}})
     assert indexed["aggregations"]["d"]["value"] == 2
 
-    again = subprocess.run(
-        [str(KB), "ingest", str(files[0]), "--dagster-port", dagster_env["KB_DAGSTER_PORT"]],
-        env=dagster_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = kb(dagster_env, "ingest", str(files[0]), "--dagster-port", port, timeout_s=300)
     # The same bytes are the same document: admitted again into the same partition.
     assert "admitted 1 documents" in again.stdout
 
@@ -69,13 +59,7 @@ def test_in_process_ingest_records_runs_in_the_instance(
         corpus_dir / "documents/unstructured/example-docs/fake-text.txt",
         corpus_dir / "bad-inputs/pillow/truncated_image.png",
     ]
-    result = subprocess.run(
-        [str(KB), "ingest", *map(str, files), "--in-process"],
-        env=dagster_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = kb(dagster_env, "ingest", *map(str, files), "--in-process", timeout_s=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "outcomes: {'Corrupt': 1, 'SUCCESS': 1}" in output
@@ -93,13 +77,8 @@ def test_produce_follow_reports_progress_until_every_message_is_settled(
         corpus_dir / "documents/unstructured/example-docs/norwich-city.txt",
         next((corpus_dir / "documents").rglob("unreadablemetadata.pdf")),
     ]
-    result = subprocess.run(
-        [str(KB), "produce", *map(str, files), "--follow", "--interval", "2", "--timeout", "600"],
-        env=dagster_env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    follow = ["--follow", "--interval", "2", "--timeout", "600"]
+    result = kb(dagster_env, "produce", *map(str, files), *follow, timeout_s=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     lines = result.stdout.strip().splitlines()

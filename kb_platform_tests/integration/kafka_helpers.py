@@ -6,7 +6,15 @@ import json
 from pathlib import Path
 
 from confluent_kafka import TopicPartition
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    RunRequest,
+    build_run_status_sensor_context,
+)
 
+from kb_platform.defs.reliability.dead_letter_sensor import dead_letter_on_failure
 from kb_platform.kafka.audit import audit
 from kb_platform.resources.kafka import KafkaResource
 
@@ -61,3 +69,19 @@ def assert_no_duplicate_chunks(es, alias: str, doc_id: str) -> None:
     )
     ids = [h["_source"]["chunk_id"] for h in hits["hits"]["hits"]]
     assert ids and len(ids) == len(set(ids))
+
+
+def failure_sensor_on(
+    instance: DagsterInstance, result: ExecuteInProcessResult, kafka_ns: KafkaResource
+) -> RunRequest | None:
+    """One evaluation of ``dead_letter_on_failure`` for the failed run ``result``."""
+    run = instance.get_run_by_id(result.run_id)
+    failure = next(e for e in result.all_events if e.event_type is DagsterEventType.RUN_FAILURE)
+    with build_run_status_sensor_context(
+        sensor_name="dead_letter_on_failure",
+        dagster_instance=instance,
+        dagster_run=run,
+        dagster_event=failure,
+        resources={"kafka": kafka_ns},
+    ) as context:
+        return dead_letter_on_failure(context.for_run_failure())

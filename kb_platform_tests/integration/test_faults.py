@@ -14,12 +14,10 @@ import pytest
 from confluent_kafka import KafkaException
 from dagster import (
     AssetKey,
-    DagsterEventType,
     Definitions,
     RetryPolicy,
     RunRequest,
     asset,
-    build_run_status_sensor_context,
     build_sensor_context,
     define_asset_job,
     materialize,
@@ -30,7 +28,7 @@ from kb_platform.contracts import Modality
 from kb_platform.definitions import build_definitions
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
 from kb_platform.defs.ingestion.partitions import documents_partitions
-from kb_platform.defs.reliability.dead_letter_sensor import OUTAGE_RETRY_TAG, dead_letter_on_failure
+from kb_platform.defs.reliability.dead_letter_sensor import OUTAGE_RETRY_TAG
 from kb_platform.encoder_service.client import EncoderClient
 from kb_platform.kafka.dead_letters import headers_dict
 from kb_platform.kafka.ledger import MessageState, classify
@@ -39,6 +37,7 @@ from kb_platform_tests.integration.kafka_helpers import (
     assert_all_accounted,
     assert_no_duplicate_chunks,
     drain,
+    failure_sensor_on,
     message,
     produce,
 )
@@ -175,16 +174,7 @@ def test_a_timed_out_document_is_dead_lettered_and_accounted_for(
     )
     assert not result.success
 
-    run = instance.get_run_by_id(result.run_id)
-    failure = next(e for e in result.all_events if e.event_type is DagsterEventType.RUN_FAILURE)
-    with build_run_status_sensor_context(
-        sensor_name="dead_letter_on_failure",
-        dagster_instance=instance,
-        dagster_run=run,
-        dagster_event=failure,
-        resources={"kafka": kafka},
-    ) as context:
-        dead_letter_on_failure(context.for_run_failure())
+    failure_sensor_on(instance, result, kafka)
     (letter,) = drain(kafka, kafka.topics().dlq(Modality.DOCUMENT), 1)
     assert headers_dict(letter.headers())["error-class"] == "Timeout"
     assert_all_accounted(instance, kafka)
@@ -198,19 +188,6 @@ def test_a_timed_out_document_is_dead_lettered_and_accounted_for(
 def embeddings_with_the_encoder_down() -> None:
     # The real client against a port nothing listens on: connection refused, every attempt.
     EncoderClient(f"http://127.0.0.1:{free_port()}", "token", timeout_s=2).embed_texts(["x"])
-
-
-def _failure_sensor_on(instance, result, kafka) -> RunRequest | None:
-    run = instance.get_run_by_id(result.run_id)
-    failure = next(e for e in result.all_events if e.event_type is DagsterEventType.RUN_FAILURE)
-    with build_run_status_sensor_context(
-        sensor_name="dead_letter_on_failure",
-        dagster_instance=instance,
-        dagster_run=run,
-        dagster_event=failure,
-        resources={"kafka": kafka},
-    ) as context:
-        return dead_letter_on_failure(context.for_run_failure())
 
 
 def test_a_service_outage_past_the_step_retries_requests_the_document_again(
@@ -237,12 +214,12 @@ def test_a_service_outage_past_the_step_retries_requests_the_document_again(
     )
     assert not failed.success
 
-    again = _failure_sensor_on(instance, failed, kafka)
+    again = failure_sensor_on(instance, failed, kafka)
     assert isinstance(again, RunRequest), "an outage is no dead letter: the document runs again"
     assert again.partition_key == request.partition_key
     assert again.tags[OUTAGE_RETRY_TAG] == "1"
     assert {k: again.tags[k] for k in request.tags} == request.tags  # same message, same limits
-    assert again.run_key == _failure_sensor_on(instance, failed, kafka).run_key  # idempotent
+    assert again.run_key == failure_sensor_on(instance, failed, kafka).run_key  # idempotent
     assert drain(kafka, kafka.topics().dlq(Modality.TEXT), expected=1) == []
     assert classify(instance, topic, 0, range(1), 1) == {0: MessageState.IN_FLIGHT}
 

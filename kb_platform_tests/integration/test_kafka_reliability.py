@@ -9,15 +9,12 @@ from pathlib import Path
 
 from confluent_kafka import TopicPartition
 from dagster import (
-    DagsterEventType,
     DagsterInstance,
-    build_run_status_sensor_context,
     build_sensor_context,
 )
 
 from kb_platform.contracts import Modality
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
-from kb_platform.defs.reliability.dead_letter_sensor import dead_letter_on_failure
 from kb_platform.defs.reliability.dlq_replay_sensor import MAX_ATTEMPTS, dlq_replay, replay_delay_s
 from kb_platform.defs.reliability.offset_commit_sensor import commit_settled_offsets
 from kb_platform.kafka.audit import audit
@@ -25,7 +22,7 @@ from kb_platform.kafka.dead_letters import DeadLetter, headers_dict
 from kb_platform.kafka.ledger import MessageState, markers
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.runs import failed_partitions
-from kb_platform_tests.integration.kafka_helpers import drain, message, produce
+from kb_platform_tests.integration.kafka_helpers import drain, failure_sensor_on, message, produce
 
 
 def test_every_offset_ends_indexed_or_dead_lettered(stack, corpus_dir: Path) -> None:
@@ -57,17 +54,8 @@ def test_every_offset_ends_indexed_or_dead_lettered(stack, corpus_dir: Path) -> 
     _commit(instance, kafka)
     assert _committed(kafka, topic) == 2
 
-    failed_run = instance.get_run_by_id(results[1].run_id)
-    failure = next(e for e in results[1].all_events if e.event_type is DagsterEventType.RUN_FAILURE)
-    context = build_run_status_sensor_context(
-        sensor_name="dead_letter_on_failure",
-        dagster_instance=instance,
-        dagster_run=failed_run,
-        dagster_event=failure,
-        resources={"kafka": kafka},
-    ).for_run_failure()
-    dead_letter_on_failure(context)
-    dead_letter_on_failure(context)  # a second evaluation publishes nothing more
+    failure_sensor_on(instance, results[1], kafka)
+    failure_sensor_on(instance, results[1], kafka)  # a second evaluation publishes nothing more
 
     (letter,) = drain(kafka, kafka.topics().dlq(Modality.DOCUMENT), 1)
     headers = headers_dict(letter.headers())

@@ -30,12 +30,8 @@ cmd_up() {
   ensure_token
   already_up encoder "http://127.0.0.1:$PORT" && return 0
   require_free_port "$PORT" "$LOG"
-  mkdir -p "$DIR/bentoml"
-  # A BENTOML_HOME of its own (BentoML wipes its metrics folder on start), sharing the models.
-  [[ -e "$DIR/bentoml/models" ]] || ln -s "${BENTOML_HOME:-$HOME/bentoml}/models" "$DIR/bentoml/models"
-  (cd "$KB_REPO_ROOT" && KB_ENCODER_TOKEN_FILE="$TOKEN_FILE" BENTOML_HOME="$DIR/bentoml" \
-    BENTOML_DO_NOT_TRACK=true start_detached encoder "$LOG" "$VENV/bin/bentoml" serve \
-    bentos/encoder/service.py:EncoderService --host 127.0.0.1 --port "$PORT")
+  start_bento encoder "$LOG" bentos/encoder/service.py:EncoderService "$PORT" \
+    KB_ENCODER_TOKEN_FILE="$TOKEN_FILE"
   wait_until 300 "$(cat "$(pid_file encoder)")" "$LOG" is_ready
   log "encoder service ready in $((SECONDS - start))s: http://127.0.0.1:$PORT (token: $TOKEN_FILE)"
 }

@@ -43,13 +43,8 @@ cmd_up() {
   already_up rag "http://127.0.0.1:$PORT" && return 0
   cmd_install
   require_free_port "$PORT" "$LOG"
-  mkdir -p "$DIR/bentoml"
-  # A BENTOML_HOME of its own (BentoML wipes its metrics folder on start), sharing the models.
-  [[ -e "$DIR/bentoml/models" ]] || ln -s "${BENTOML_HOME:-$HOME/bentoml}/models" "$DIR/bentoml/models"
-  (cd "$KB_REPO_ROOT" && KB_SERVING_API_KEYS_FILE="$KEYS_FILE" BENTOML_HOME="$DIR/bentoml" \
-    BENTOML_DO_NOT_TRACK=true \
-    start_detached rag "$LOG" "$VENV/bin/bentoml" serve bentos/rag/service.py:RagService \
-    --host 127.0.0.1 --port "$PORT")
+  start_bento rag "$LOG" bentos/rag/service.py:RagService "$PORT" \
+    KB_SERVING_API_KEYS_FILE="$KEYS_FILE"
   wait_until 300 "$(cat "$(pid_file rag)")" "$LOG" is_ready
   log "RAG service ready in $((SECONDS - start))s: http://127.0.0.1:$PORT (API key: $KEY_FILE)"
 }
