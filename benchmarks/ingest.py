@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 from confluent_kafka import TopicPartition
 from daemon_stack import (  # benchmarks/, next to this script
     LagSampler,
@@ -50,7 +51,7 @@ from dagster import (
 )
 
 from kb_platform.cli import _declared_modality, _files
-from kb_platform.config import get_settings
+from kb_platform.config import REPO_ROOT, get_settings
 from kb_platform.contracts import IngestMessage
 from kb_platform.definitions import build_definitions
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
@@ -118,12 +119,15 @@ def produce_corpus(kafka: KafkaResource, corpus: Path, limit: int) -> tuple[int,
 
 def in_process(kafka: KafkaResource, resources: dict, produced_at: float, home: Path) -> Measured:
     """The sensor's runs one after another in this process, on an instance stored like the
-    daemon's and `kb-platform ingest --in-process`'s (SQLite under a DAGSTER_HOME): an in-memory
-    instance would leave out the event-log writes every real run pays for."""
+    daemon's and `kb-platform ingest --in-process`'s (dagster.yaml's SQLite storage under a
+    DAGSTER_HOME): an in-memory instance would leave out the event-log writes every real run
+    pays for."""
     job = build_definitions(resources).resolve_job_def("process_documents")
     m = Measured()
     home.mkdir(parents=True, exist_ok=True)
-    with DagsterInstance.local_temp(tempdir=str(home)) as instance:
+    storage = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["storage"]
+    storage["custom"]["config"]["base_dir"] = str(home)
+    with DagsterInstance.local_temp(tempdir=str(home), overrides={"storage": storage}) as instance:
         cursor = None
         while True:
             with build_sensor_context(instance=instance, resources=resources, cursor=cursor) as ctx:
