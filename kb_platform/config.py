@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     timeout_image_s: float = 300.0
     timeout_document_s: float = 180.0
     timeout_audio_s: float = 120.0
+    # the ingest sensor stops reading while this many runs wait in the queue (backpressure)
+    max_queued_runs: int = 8
 
     # CLIP (kb_platform.training): checkpoints, training runs and the promoted pointer live in
     # clip_dir (a volume shared by the run workers in production); training runs with

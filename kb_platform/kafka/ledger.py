@@ -31,6 +31,7 @@ class MessageState(StrEnum):
 
 SETTLED = {MessageState.INDEXED, MessageState.DEAD_LETTERED, MessageState.PARKED}
 _FINAL_FAILURE = {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+_TAG_CHUNK = 500  # tag values per runs query (SQLite's bound-parameter limit is far above)
 
 
 def source_key(topic: str, partition: int, offset: int) -> str:
@@ -49,11 +50,18 @@ def markers(instance: DagsterInstance, keys: list[str]) -> dict[str, MessageStat
     return {k.removeprefix(MARKER_PREFIX): MessageState(v) for k, v in stored.items()}
 
 
-def source_runs(instance: DagsterInstance, topic: str, partition: int) -> Sequence[DagsterRun]:
-    """The runs of one topic partition's messages (by their source tags), newest first."""
-    return instance.get_runs(
-        RunsFilter(tags={"kb/source-topic": topic, "kb/source-partition": str(partition)})
-    )
+def source_runs(
+    instance: DagsterInstance, topic: str, partition: int, offsets: range
+) -> list[DagsterRun]:
+    """The runs of one topic partition's messages at ``offsets`` (by their ``kb/source`` tags),
+    each offset's newest first: a lookup per chunk of offsets, so the cost follows the offsets
+    asked about and not the instance's whole run history."""
+    runs: list[DagsterRun] = []
+    for start in range(offsets.start, offsets.stop, _TAG_CHUNK):
+        chunk = range(start, min(start + _TAG_CHUNK, offsets.stop))
+        keys = [source_key(topic, partition, offset) for offset in chunk]
+        runs += instance.get_runs(RunsFilter(tags={"kb/source": keys}))
+    return runs
 
 
 def run_states(runs: Sequence[DagsterRun]) -> dict[int, MessageState]:
@@ -95,8 +103,8 @@ def classify(
     runs: Sequence[DagsterRun] | None = None,
 ) -> dict[int, MessageState]:
     """The state of each offset in ``offsets``; ``read_until`` is the sensor's next offset.
-    ``runs``: the partition's ``source_runs`` when the caller has them already."""
-    by_run = run_states(source_runs(instance, topic, partition) if runs is None else runs)
+    ``runs``: ``source_runs`` over (at least) ``offsets`` when the caller has them already."""
+    by_run = run_states(source_runs(instance, topic, partition, offsets) if runs is None else runs)
     marked = markers(instance, [source_key(topic, partition, o) for o in offsets])
     states = {}
     for offset in offsets:

@@ -48,7 +48,7 @@ def snapshot(instance: DagsterInstance, produced: Produced) -> Snapshot:
     for (topic, partition), offsets in produced.items():
         span = range(min(offsets), max(offsets) + 1)
         read_until = ledger.read_position(instance, topic, partition)
-        runs = ledger.source_runs(instance, topic, partition)
+        runs = ledger.source_runs(instance, topic, partition, span)
         states = ledger.classify(instance, topic, partition, span, read_until, runs)
         counts.update(states[offset] for offset in offsets)
         failed += len(_latest_run_failed(runs) & set(offsets))

@@ -25,6 +25,9 @@ class ProcessingResource(ConfigurableResource):
     timeout_document_s: float
     timeout_audio_s: float
     allowed_roots: list[str]
+    # The ingest sensor reads new messages only while fewer runs than this wait in the run
+    # queue: a backlog waits on Kafka (where consumer lag counts it), not as queued runs.
+    max_queued_runs: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProcessingResource:

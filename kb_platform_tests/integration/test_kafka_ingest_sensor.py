@@ -1,5 +1,6 @@
 """kafka_ingest_sensor against the real broker: run requests with run keys, dynamic partitions,
-cursor offsets, dead letters for poison messages, bounded batches, a lost cursor."""
+cursor offsets, dead letters for poison messages, bounded batches, a lost cursor, backpressure
+from the run queue."""
 
 from __future__ import annotations
 
@@ -9,10 +10,24 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import TopicPartition
-from dagster import DagsterInstance, SensorResult, build_sensor_context
+from dagster import (
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    SensorResult,
+    SkipReason,
+    build_sensor_context,
+)
+from dagster._core.remote_origin import (
+    InProcessCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.test_utils import create_run_for_test
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from kb_platform.contracts import Modality
-from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
+from kb_platform.defs.ingestion.kafka_sensor import JOB_NAME, kafka_ingest_sensor
 from kb_platform.kafka.dead_letters import headers_dict
 from kb_platform.resources.blob_store import LocalBlobStore
 from kb_platform.resources.kafka import KafkaResource
@@ -115,3 +130,34 @@ def test_batches_are_bounded_and_a_lost_cursor_resumes_from_committed_offsets(
     consumer.close()
     resumed = _tick(instance, kafka_ns, tmp_path, settings, None)
     assert [r.run_key for r in resumed.run_requests] == [f"{topic}:0:{i}" for i in (1, 2, 3)]
+
+
+def _queued_run(instance: DagsterInstance) -> DagsterRun:
+    """A run as the queued run coordinator leaves it on submit (its origin is never loaded)."""
+    location = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="kb_platform"))
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), JOB_NAME)
+    return create_run_for_test(
+        instance, job_name=JOB_NAME, status=DagsterRunStatus.QUEUED, remote_job_origin=origin
+    )
+
+
+def test_a_full_run_queue_leaves_new_messages_on_kafka(
+    instance, kafka_ns, corpus_dir: Path, tmp_path: Path, settings
+) -> None:
+    topic = kafka_ns.topics().ingest(Modality.TEXT)
+    files = sorted((corpus_dir / "documents/unstructured/example-docs").glob("fake-text*.txt"))[:4]
+    produce(kafka_ns, topic, [message(f, "text") for f in files])
+    limited = settings.model_copy(update={"max_queued_runs": 3})
+    waiting = [_queued_run(instance), _queued_run(instance)]
+
+    first = _tick(instance, kafka_ns, tmp_path, limited, None)  # room for one more run
+    assert [r.run_key for r in first.run_requests] == [f"{topic}:0:0"]
+    waiting.append(create_run_for_test(instance, job_name=JOB_NAME))  # created, not queued yet
+
+    full = _tick(instance, kafka_ns, tmp_path, limited, first.cursor)
+    assert isinstance(full, SkipReason) and "3 runs queued" in (full.skip_message or "")
+
+    for run in waiting:  # the queue empties: the rest is read, three runs' worth at a time
+        instance.report_run_canceled(run)
+    rest = _tick(instance, kafka_ns, tmp_path, limited, first.cursor)
+    assert [r.run_key for r in rest.run_requests] == [f"{topic}:0:{i}" for i in (1, 2, 3)]

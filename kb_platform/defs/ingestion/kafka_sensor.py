@@ -1,16 +1,28 @@
 """``kafka_ingest_sensor``: ingest messages become one processing run per document.
 
-Each tick reads a bounded batch from the cursor's offsets, admits each message's content
-(stored under its doc_id), and returns the run requests, the new dynamic partitions and the
-advanced cursor in one ``SensorResult``, so they move together. A message that cannot even be
-parsed goes to ``dlq.general``, one whose content is refused to ``dlq.<modality>.processing``:
-nothing is skipped silently. Run keys (``topic:partition:offset``) keep a re-read message
-from starting a second run.
+Each tick reads a bounded batch from the cursor's offsets (none while ``max_queued_runs`` runs
+already wait in the run queue, fewer when the queue has less room: a backlog stays on Kafka,
+where consumer lag counts it, and a lone message still starts its run at once), admits each
+message's content (stored under its doc_id), and returns the run requests, the new dynamic
+partitions and the advanced cursor in one ``SensorResult``, so they move together. A message
+that cannot even be parsed goes to ``dlq.general``, one whose content is refused to
+``dlq.<modality>.processing``: nothing is skipped silently. Run keys
+(``topic:partition:offset``) keep a re-read message from starting a second run.
 """
 
 from pathlib import Path
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
+from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
 
 from kb_platform.contracts import IngestMessage, Modality
 from kb_platform.defs.ingestion.partitions import documents_partitions
@@ -35,6 +47,15 @@ JOB_NAME = "process_documents"
 DLQ_PUBLISH_TIMEOUT_S = 15.0
 
 
+def queued_runs(instance: DagsterInstance) -> int:
+    """Runs of the processing job that wait to start (created, queued)."""
+    return instance.get_runs_count(
+        RunsFilter(
+            job_name=JOB_NAME, statuses=[DagsterRunStatus.NOT_STARTED, DagsterRunStatus.QUEUED]
+        )
+    )
+
+
 def source_tags(topic: str, partition: int, offset: int, doc_id: str) -> dict[str, str]:
     return {
         "kb/source": f"{topic}:{partition}:{offset}",
@@ -56,7 +77,11 @@ def kafka_ingest_sensor(
     kafka: KafkaResource,
     blob_store: BlobStore,
     processing: ProcessingResource,
-) -> SensorResult:
+) -> SensorResult | SkipReason:
+    queued = queued_runs(context.instance)
+    room = processing.max_queued_runs - queued
+    if room <= 0:
+        return SkipReason(f"{queued} runs queued: new messages wait on Kafka until they start")
     topics = kafka.topics()
     cursor = IngestCursor.from_json(context.cursor)
     consumer = kafka.consumer(kafka.consumer_group, **READER_CONFIG)
@@ -64,7 +89,11 @@ def kafka_ingest_sensor(
         partitions = topic_partitions(consumer, topics.all_ingest())
         positions = start_positions(consumer, partitions, cursor)
         messages = read_batch(
-            consumer, positions, kafka.max_batch, kafka.poll_timeout_s, kafka.idle_wait_s
+            consumer,
+            positions,
+            min(kafka.max_batch, room),
+            kafka.poll_timeout_s,
+            kafka.idle_wait_s,
         )
     finally:
         consumer.close()
