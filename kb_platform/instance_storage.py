@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -35,26 +36,35 @@ from dagster._serdes import ConfigurableClassData
 from dagster._utils import mkdir_p
 from sqlalchemy.engine import Connection, Engine
 
-_engines: dict[tuple[int, str], Engine] = {}
+MAX_ENGINES = 16  # per process: the instance's few databases and the latest runs' shards
+
+_engines: OrderedDict[tuple[int, str], Engine] = OrderedDict()
 _engines_lock = threading.Lock()
 
 
 def pooled_engine(conn_string: str) -> Engine:
     """This process's engine for one SQLite file (a forked child makes its own: pooled
-    connections must not cross a fork)."""
+    connections must not cross a fork). The event log has a file per run, so engines are kept
+    for the most recently used files only: an evicted engine closes its connections (one still
+    in use closes when it is returned), and a process's open files stay bounded."""
     key = (os.getpid(), conn_string)
     with _engines_lock:
         engine = _engines.get(key)
-        if engine is None:
-            engine = db.create_engine(
-                conn_string,
-                pool_size=2,
-                max_overflow=8,
-                # a pooled connection is handed to one thread at a time, never shared at once
-                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
-            )
-            db.event.listen(engine, "connect", _tune_connection)
-            _engines[key] = engine
+        if engine is not None:
+            _engines.move_to_end(key)
+            return engine
+        engine = db.create_engine(
+            conn_string,
+            pool_size=2,
+            max_overflow=8,
+            # a pooled connection is handed to one thread at a time, never shared at once
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+        )
+        db.event.listen(engine, "connect", _tune_connection)
+        _engines[key] = engine
+        while len(_engines) > MAX_ENGINES:
+            _, evicted = _engines.popitem(last=False)
+            evicted.dispose()
         return engine
 
 

@@ -37,7 +37,7 @@ class Worker:
         return self.process.poll() is None
 
     def is_warm(self) -> bool:
-        if not self.warm and select.select([self.ready_fd], [], [], 0)[0]:
+        if not self.warm and fd_readable(self.ready_fd):
             self.warm = True  # "ready" written, or the worker died (then it is not alive)
             os.close(self.ready_fd)
         return self.warm
@@ -49,6 +49,14 @@ class Worker:
         if not self.warm:  # never read to its end: close it here, not in is_warm
             self.warm = True
             os.close(self.ready_fd)
+
+
+def fd_readable(fd: int) -> bool:
+    """Whether ``fd`` has data or reached its end, without blocking (poll, not select: a
+    long-running daemon's descriptors can number above select's 1024)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def is_running(identity: str) -> bool:

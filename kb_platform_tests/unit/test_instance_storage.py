@@ -3,6 +3,7 @@ connection per database file instead of one per write, no fsync per commit, and 
 processes writing one instance at once as the daemon, the run workers and the webserver do."""
 
 import multiprocessing
+import os
 import shutil
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from dagster._core.events.log import EventLogEntry
 
 from kb_platform.config import REPO_ROOT
 from kb_platform.instance_storage import (
+    MAX_ENGINES,
     PooledSqliteEventLogStorage,
     PooledSqliteRunStorage,
     PooledSqliteScheduleStorage,
@@ -114,3 +116,12 @@ def test_processes_writing_one_instance_at_once_lose_nothing(tmp_path: Path) -> 
     storage = PooledSqliteEventLogStorage(str(tmp_path))
     records = storage.fetch_materializations(AssetKey("shared"), limit=10_000).records
     assert len(records) == 3 * WRITES_PER_PROCESS
+
+
+def test_a_process_keeps_few_files_open_however_many_runs_it_writes(tmp_path: Path) -> None:
+    storage = PooledSqliteEventLogStorage(str(tmp_path))
+    open_before = len(os.listdir("/proc/self/fd"))
+    for run in range(3 * MAX_ENGINES):  # the event log has a database file per run
+        storage.store_event(_materialization(f"run-{run}", 0))
+    # each kept engine holds a connection or two, each the file, its WAL and shared memory
+    assert len(os.listdir("/proc/self/fd")) - open_before <= MAX_ENGINES * 2 * 3

@@ -4,10 +4,12 @@ workers are in e2e/test_warm_run_workers.py)."""
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 
 import psutil
+import pytest
 import yaml
 from dagster import DagsterInstance
 from dagster._core.launcher import WorkerStatus
@@ -15,7 +17,7 @@ from dagster._core.test_utils import create_run_for_test, instance_for_test
 
 from kb_platform.config import REPO_ROOT
 from kb_platform.run_workers.launcher import WORKER_TAG, WarmRunLauncher, in_daemon_process
-from kb_platform.run_workers.pool import is_running
+from kb_platform.run_workers.pool import fd_readable, is_running
 
 
 def identity_of(pid: int) -> str:
@@ -63,3 +65,25 @@ def test_run_monitoring_sees_a_dead_worker_as_failed() -> None:
         # Not (yet) handed to a worker: nothing to judge, so never failed for that.
         assert launcher.check_run_worker_health(untagged).status is WorkerStatus.RUNNING
         assert not in_daemon_process()  # pytest keeps no warm pool
+
+
+def test_a_workers_ready_pipe_is_read_above_selects_descriptor_limit() -> None:
+    # A daemon that ran for a while can hold more than 1024 descriptors; select() refuses any
+    # above that, which once failed every run launch ("filedescriptor out of range in select").
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this process may open {hard} files: no descriptor can pass 1024 here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        reader, writer = os.pipe()
+        assert reader > 1024
+        assert not fd_readable(reader)
+        os.write(writer, b"ready\n")
+        assert fd_readable(reader)
+        os.close(reader)
+        os.close(writer)
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
