@@ -61,6 +61,7 @@ from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
 from kb_platform.resources.blob_store import LocalBlobStore
 from kb_platform.resources.clip import ClipResource
+from kb_platform.resources.clip_encoder import ClipEncoderResource
 from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.parquet_io import ParquetIOManager
@@ -231,9 +232,12 @@ def bench(daemon: bool, args: argparse.Namespace) -> float:
     }
     encoder_env = encoder_service_env(work) if args.encoder_service else {}
     if encoder_env:
-        resources["text_encoder"] = TextEncoderResource(
-            service_url=encoder_env["KB_ENCODER_URL"], service_token=encoder_env["KB_ENCODER_TOKEN"]
-        )
+        service = {
+            "service_url": encoder_env["KB_ENCODER_URL"],
+            "service_token": encoder_env["KB_ENCODER_TOKEN"],
+        }
+        resources["text_encoder"] = TextEncoderResource(**service)
+        resources["clip_encoder"] = ClipEncoderResource(**service)
     try:
         if daemon:
             # The stack is up and its workers warm before the documents arrive (an idle stack).

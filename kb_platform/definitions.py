@@ -10,6 +10,7 @@ from dagster import Definitions, in_process_executor
 from kb_platform.config import get_settings
 from kb_platform.defs import CONCERNS
 from kb_platform.resources import build_resources
+from kb_platform.resources.clip_encoder import ClipEncoderResource
 from kb_platform.resources.text_encoder import TextEncoderResource
 
 
@@ -17,8 +18,12 @@ def build_definitions(resources: dict[str, Any] | None = None) -> Definitions:
     """Every concern with the environment's resources, or with ``resources`` instead (tests
     and benchmarks that bring their own topics, index family and storage)."""
     concern_defs = [import_module(f"kb_platform.defs.{name}").defs for name in CONCERNS]
-    if resources is not None and "text_encoder" not in resources:
-        resources = {**resources, "text_encoder": TextEncoderResource()}  # in process
+    if resources is not None:  # the models in process unless the caller brings the services
+        resources = {
+            "text_encoder": TextEncoderResource(),
+            "clip_encoder": ClipEncoderResource(),
+            **resources,
+        }
     # A run is one document: its steps run one after another in the run's process (no
     # process per step, whose start-up would cost more than most steps). Untrusted parsing
     # is isolated per call (kb_platform.isolation), not per step.

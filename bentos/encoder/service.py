@@ -1,10 +1,12 @@
-"""kb-platform encoder service: MiniLM text embeddings for ingestion, warm before it is ready.
+"""kb-platform encoder service: MiniLM text embeddings and CLIP text and image embeddings (the
+promoted checkpoint) for ingestion, warm before it is ready.
 
     bentoml serve bentos/encoder/service.py:EncoderService      # from the checkout
     bentoml build -f bentos/encoder/bentofile.yaml .            # a bento
 
-The Dagster assets call it through ``TextEncoderResource(service_url=...)``; the model code is
-kb_platform's own (``kb_platform.models``), the one the assets run in process without it.
+The Dagster assets call it through ``TextEncoderResource`` and ``ClipEncoderResource`` (with
+``service_url``); the model code is kb_platform's own (``kb_platform.models``), the one the
+assets run in process without it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import bentoml
 import numpy as np
 
+from kb_platform.encoder_service.clip_models import ClipItem
 from kb_platform.encoder_service.front_door import EncoderFrontDoor
 from kb_platform.encoder_service.runtime import EncoderRuntime
 from kb_platform.encoder_service.settings import get_encoder_settings
@@ -46,9 +49,21 @@ class EncoderService:
         """Unit-length 384-d MiniLM vectors, one row per text, in order."""
         return self.runtime.embed_texts(texts)
 
+    @bentoml.api(
+        route="/embed_clip",
+        batchable=True,
+        max_batch_size=SETTINGS.max_batch_size,
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    def embed_clip(self, items: list[ClipItem]) -> np.ndarray:
+        """Unit-length CLIP vectors, one row per item (a text, or an image in base64), each
+        made by the checkpoint the item names."""
+        return self.runtime.embed_clip(items)
+
     @bentoml.api(route="/model")
     def model(self) -> dict[str, object]:
-        """The text model's version and dimensions (callers store the version with vectors)."""
+        """The text model's version and dimensions and the promoted CLIP checkpoint (callers
+        store the versions with the vectors)."""
         return self.runtime.model()
 
 

@@ -59,5 +59,13 @@ class EncoderClient:
             raise EncoderServiceError(f"asked for {len(texts)} vectors, got {vectors.shape[0]}")
         return vectors
 
+    def embed_clip(self, items: Sequence[dict[str, str]]) -> np.ndarray:
+        """CLIP vectors of ``{"clip_version", "kind": "text"|"image", "data"}`` items, in order."""
+        rows = self._post("/embed_clip", {"items": list(items)})
+        vectors = np.asarray(rows, dtype=np.float32)
+        if vectors.shape[0] != len(items):
+            raise EncoderServiceError(f"asked for {len(items)} vectors, got {vectors.shape[0]}")
+        return vectors
+
     def close(self) -> None:
         self._http.close()

@@ -1,5 +1,6 @@
 """The encoder service's front door (ASGI middleware in front of BentoML's routes): the internal
-token, the body size limit, the request limits of /embed_texts, and the startup probe.
+token, the body size limit, the request limits of /embed_texts and /embed_clip, and the startup
+probe.
 
 Refusals happen here, before BentoML parses a body, and per request: BentoML's adaptive batching
 joins requests before the API function runs, so a bad request is refused before it can share a
@@ -13,6 +14,14 @@ import json
 import logging
 from typing import Any
 
+from pydantic import ValidationError
+
+from kb_platform.encoder_service.clip_models import (
+    ClipItem,
+    UnknownClipVersion,
+    decode_image,
+    export_dir,
+)
 from kb_platform.encoder_service.metrics import metrics
 from kb_platform.encoder_service.runtime import WARM, InvalidBatch, check_request
 from kb_platform.encoder_service.settings import EncoderSettings, get_encoder_settings
@@ -23,7 +32,8 @@ log = logging.getLogger(__name__)
 OPEN = frozenset({"/livez", "/readyz"})
 STARTUP_PROBE = "/healthz"  # 503 until the models are warm, then 200 (Kubernetes startupProbe)
 EMBED_TEXTS = "/embed_texts"
-MODEL_ROUTES = frozenset({EMBED_TEXTS, "/model"})
+EMBED_CLIP = "/embed_clip"
+MODEL_ROUTES = frozenset({EMBED_TEXTS, EMBED_CLIP, "/model"})
 
 
 class Refused(Exception):
@@ -49,6 +59,43 @@ def check_embed_request(body: bytes, settings: EncoderSettings) -> None:
         raise Refused(413, str(exc), "too_large") from None
 
 
+def check_clip_request(body: bytes, settings: EncoderSettings) -> None:
+    """A /embed_clip body must be ``{"items": [{"clip_version", "kind", "data"}, ...]}`` within
+    the limits, every image readable and every checkpoint servable: a batch never fails for
+    another request's item."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Refused(400, f"the body is not JSON: {exc}", "bad_json") from None
+    raw = payload.get("items") if isinstance(payload, dict) else None
+    try:
+        items = [ClipItem.model_validate(item) for item in raw] if isinstance(raw, list) else None
+    except ValidationError:
+        items = None
+    if not items:
+        shape = '{"items": [{"clip_version": str, "kind": "text"|"image", "data": str}, ...]}'
+        raise Refused(400, f"the body must be {shape}, not empty", "bad_shape")
+    try:
+        check_request([i.data for i in items if i.kind == "text"], settings)
+        if len(items) > settings.max_texts:
+            raise InvalidBatch(
+                f"{len(items)} items in one request; the limit is {settings.max_texts}"
+            )
+    except InvalidBatch as exc:
+        raise Refused(413, str(exc), "too_large") from None
+    for item in items:
+        if item.kind == "image":
+            try:
+                decode_image(item.data, settings.max_image_pixels)
+            except ValueError as exc:
+                raise Refused(400, str(exc), "bad_image") from None
+    for version in {item.clip_version for item in items}:
+        try:
+            export_dir(version)
+        except UnknownClipVersion as exc:
+            raise Refused(409, str(exc), "unknown_clip_version") from None
+
+
 class EncoderFrontDoor:
     def __init__(self, app: ASGIApp, settings: EncoderSettings | None = None):
         self.app = app
@@ -72,6 +119,8 @@ class EncoderFrontDoor:
                 raise Refused(503, "the models are still warming up; retry shortly", "warming")
             if path == EMBED_TEXTS:
                 check_embed_request(body, self.settings)
+            elif path == EMBED_CLIP:
+                check_clip_request(body, self.settings)
         except Refused as exc:
             metrics().refused.labels(exc.reason).inc()
             retry = [(b"retry-after", b"2")] if exc.status == 503 else []

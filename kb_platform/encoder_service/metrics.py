@@ -17,6 +17,8 @@ class EncoderMetrics:
     batch_texts: Histogram
     inference: Histogram
     texts: Counter
+    clip_batch_items: Histogram
+    clip_items: Counter
     refused: Counter
     warmup: Gauge
     model_load: Gauge
@@ -39,6 +41,14 @@ def metrics() -> EncoderMetrics:
             buckets=SECONDS_BUCKETS,
         ),
         texts=Counter("kb_encoder_texts", "texts encoded", ["model"]),
+        clip_batch_items=Histogram(
+            "kb_encoder_clip_batch_items",
+            "CLIP texts and images in each batch the model encoded",
+            buckets=BATCH_BUCKETS,
+        ),
+        clip_items=Counter(
+            "kb_encoder_clip_items", "CLIP texts and images encoded", ["model", "kind"]
+        ),
         refused=Counter(
             "kb_encoder_refused_requests", "requests refused at the front door", ["reason"]
         ),

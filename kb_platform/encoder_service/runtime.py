@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kb_platform.encoder_service import clip_models
+from kb_platform.encoder_service.clip_models import ClipItem
 from kb_platform.encoder_service.metrics import metrics
 from kb_platform.encoder_service.settings import EncoderSettings
 from kb_platform.models import registry
@@ -43,6 +45,7 @@ class EncoderRuntime:
     def __init__(self, settings: EncoderSettings):
         self.settings = settings
         self.text: TextEncoder | None = None
+        self.clip_version: str | None = None  # the checkpoint promoted at warm-up, if any
         self.warmup_error: str | None = None
 
     def start_warmup(self) -> threading.Thread:
@@ -62,6 +65,13 @@ class EncoderRuntime:
             m.model_load.labels(encoder.version).set(encoder.load_seconds)
             m.warmup.labels("text_encoder").set(time.perf_counter() - started)
             self.text = encoder
+            current = clip_models.promoted_now()
+            if current is not None:  # no checkpoint promoted yet: nothing asks for CLIP
+                clip_started = time.perf_counter()
+                registry.clip_encoder(clip_models.export_dir(current.version))
+                m.model_load.labels(current.version).set(time.perf_counter() - clip_started)
+                m.warmup.labels("clip_encoder").set(time.perf_counter() - clip_started)
+                self.clip_version = current.version
         except Exception as exc:
             self.warmup_error = f"{type(exc).__name__}: {exc}"
             log.exception("warm-up failed; the service stays not ready")
@@ -77,7 +87,12 @@ class EncoderRuntime:
 
     def model(self) -> dict[str, object]:
         encoder = self._encoder()
-        return {"text_model": encoder.version, "dimensions": encoder.dimensions}
+        current = clip_models.promoted_now()
+        return {
+            "text_model": encoder.version,
+            "dimensions": encoder.dimensions,
+            "clip_model": current.version if current else None,
+        }
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), 384) float32, unit length: the texts of one batch (which adaptive
@@ -89,6 +104,19 @@ class EncoderRuntime:
         m.inference.labels(encoder.version).observe(time.perf_counter() - started)
         m.batch_texts.labels(encoder.version).observe(len(texts))
         m.texts.labels(encoder.version).inc(len(texts))
+        return vectors
+
+    def embed_clip(self, items: Sequence[ClipItem]) -> np.ndarray:
+        """(len(items), 512) float32, unit length: CLIP vectors of texts and images, each with
+        the checkpoint its item names (the front door checked that it can be served)."""
+        m = metrics()
+        started = time.perf_counter()
+        vectors = clip_models.encode(items, self.settings.max_image_pixels)
+        for version in {item.clip_version for item in items}:
+            m.inference.labels(version).observe(time.perf_counter() - started)
+        m.clip_batch_items.observe(len(items))
+        for item in items:
+            m.clip_items.labels(item.clip_version, item.kind).inc()
         return vectors
 
     def _encoder(self) -> TextEncoder:

@@ -23,10 +23,14 @@ class EncoderSettings(BaseSettings):
     max_texts: int = 512
     max_text_chars: int = 20_000
     max_request_bytes: int = 16 * 1024 * 1024
+    max_image_pixels: int = 40_000_000  # a CLIP item's image (it is resized to 224 px anyway)
 
-    # adaptive batching (BentoML): texts of concurrent requests are encoded together
+    # adaptive batching (BentoML): texts of concurrent requests are encoded together. BentoML
+    # answers 503 to a request it expects to wait longer than max_latency_ms; a backlog of
+    # ingestion requests is work to queue, not to shed (a 503 makes the step retry the whole
+    # request later), so the bound is the request timeout (bentos/encoder: traffic timeout).
     max_batch_size: int = 128
-    max_latency_ms: int = 30_000
+    max_latency_ms: int = 120_000
 
     torch_threads: int = 2  # batches of documents gain from both cores (DESIGN.md 7)
 

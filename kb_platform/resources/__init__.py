@@ -9,6 +9,7 @@ from dagster import EnvVar, FilesystemIOManager, PipesSubprocessClient
 from kb_platform.config import Environment, Settings
 from kb_platform.resources.blob_store import LocalBlobStore
 from kb_platform.resources.clip import ClipResource
+from kb_platform.resources.clip_encoder import ClipEncoderResource
 from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.parquet_io import ParquetIOManager
@@ -28,20 +29,25 @@ def kafka_names(settings: Settings) -> dict[str, Any]:
     }
 
 
-def text_encoder_resource(settings: Settings) -> TextEncoderResource:
-    """The encoder service where one is configured, else the model in the run process."""
-    if settings.encoder_url:
-        return TextEncoderResource(
-            service_url=settings.encoder_url, service_token=EnvVar("KB_ENCODER_TOKEN")
-        )
-    return TextEncoderResource()
+def encoder_resources(settings: Settings) -> dict[str, Any]:
+    """Text and CLIP embeddings through the encoder service where one is configured, else with
+    the models in the run process."""
+    service = (
+        {"service_url": settings.encoder_url, "service_token": EnvVar("KB_ENCODER_TOKEN")}
+        if settings.encoder_url
+        else {}
+    )
+    return {
+        "text_encoder": TextEncoderResource(**service),
+        "clip_encoder": ClipEncoderResource(**service),
+    }
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:
     processing = ProcessingResource.from_settings(settings)
     shared = {
         "processing": processing,
-        "text_encoder": text_encoder_resource(settings),
+        **encoder_resources(settings),
         "clip": ClipResource.from_settings(settings),
         "pipes_subprocess_client": PipesSubprocessClient(),
     }

@@ -9,10 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from dagster import ConfigurableResource, InitResourceContext
-from pydantic import PrivateAttr
 
-from kb_platform.encoder_service.client import EncoderClient
+from kb_platform.resources.encoder_service import EncoderServiceResource
 
 
 @dataclass(frozen=True)
@@ -21,27 +19,10 @@ class Embedded:
     model: str  # the encoder version stored with the vectors
 
 
-class TextEncoderResource(ConfigurableResource):
-    service_url: str | None = None  # e.g. http://kb-encoder:3000; unset: in process
-    service_token: str | None = None  # EnvVar("KB_ENCODER_TOKEN") where a service is used
-    timeout_s: float = 120.0
-    request_texts: int = 256  # texts per request; the service batches requests together
-
-    _client: EncoderClient | None = PrivateAttr(default=None)
-
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def _service(self) -> EncoderClient:
-        """The service's client, made on first use (in a run or outside one)."""
-        if self._client is None:
-            assert self.service_url
-            self._client = EncoderClient(
-                self.service_url, self.service_token, timeout_s=self.timeout_s
-            )
-        return self._client
+class TextEncoderResource(EncoderServiceResource):
+    # texts per request: small requests from several runs share the model's batches fairly and
+    # each stays far inside the timeout; the service joins them into larger batches
+    request_texts: int = 64
 
     def embed(self, texts: Sequence[str]) -> Embedded:
         if not self.service_url:

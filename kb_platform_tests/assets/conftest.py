@@ -26,6 +26,7 @@ from kb_platform.index.mapping import IndexNames
 from kb_platform.intake import admit
 from kb_platform.resources.blob_store import LocalBlobStore
 from kb_platform.resources.clip import ClipResource
+from kb_platform.resources.clip_encoder import ClipEncoderResource
 from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.parquet_io import ParquetIOManager
 from kb_platform.resources.processing import ProcessingResource
@@ -122,6 +123,7 @@ def materialize_file(
             selection += [*INDEX_ASSETS, *INDEX_CHECKS]
             extra = {
                 "clip": clip_resource,
+                "clip_encoder": ClipEncoderResource(),
                 "text_encoder": text_encoder or TextEncoderResource(),
                 "parquet_io_manager": ParquetIOManager(base_uri=str(workdir / "tables")),
                 "elasticsearch": ElasticsearchResource(

@@ -191,7 +191,7 @@ def embeddings_with_the_encoder_down() -> None:
 
 
 def test_a_service_outage_past_the_step_retries_requests_the_document_again(
-    stack, corpus_dir: Path
+    stack, es, corpus_dir: Path
 ) -> None:
     instance, defs, kafka = stack
     topic = kafka.topics().ingest(Modality.TEXT)
@@ -229,4 +229,6 @@ def test_a_service_outage_past_the_step_retries_requests_the_document_again(
     )
     assert healed.success
     assert classify(instance, topic, 0, range(1), 1) == {0: MessageState.INDEXED}
+    alias = defs.resources["elasticsearch"].names.read_alias
+    assert_no_duplicate_chunks(es, alias, request.partition_key)
     assert_all_accounted(instance, kafka)

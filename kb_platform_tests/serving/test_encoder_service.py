@@ -5,10 +5,8 @@ when the service is stopped and started under it."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,15 +25,12 @@ from kb_platform.models.registry import text_encoder
 from kb_platform.resources.parquet_io import ParquetIOManager
 from kb_platform.resources.text_encoder import TextEncoderResource
 from kb_platform.serving.launcher import (
-    ENCODER_SERVICE,
     ServiceProcess,
-    private_bentoml_home,
     probe,
 )
 from kb_platform_tests.ports import free_port
+from kb_platform_tests.serving.encoder_stack import TOKEN, at_once, metric
 
-TOKEN = "test-encoder-token-0123456789"
-LIMITS = {"max_texts": 16, "max_text_chars": 2000, "max_request_bytes": 64 * 1024}
 TEXTS = [
     "The laminar boundary layer separates under an adverse pressure gradient.",
     "Heat transfer to a blunt body in hypersonic flow depends on the nose radius.",
@@ -43,35 +38,14 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    work = tmp_path_factory.mktemp("encoder")
-    (work / "token").write_text(TOKEN + "\n")
-    service = ServiceProcess(
-        port=free_port(),
-        env={
-            "KB_ENCODER_TOKEN_FILE": str(work / "token"),
-            **{f"KB_ENCODER_{k.upper()}": str(v) for k, v in LIMITS.items()},
-            "BENTOML_HOME": str(private_bentoml_home(work / "bentoml")),
-        },
-        log_path=work / "service.log",
-        service=ENCODER_SERVICE,
-    )
-    with service.running(timeout=240):
-        yield service
+@pytest.fixture
+def service(encoder_service: ServiceProcess) -> ServiceProcess:
+    return encoder_service
 
 
-@pytest.fixture(scope="module")
-def client(service: ServiceProcess) -> Iterator[EncoderClient]:
-    client = EncoderClient(service.url, TOKEN)
-    yield client
-    client.close()
-
-
-def _metric(service: ServiceProcess, name: str) -> float:
-    text = httpx.get(f"{service.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
-    pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$", re.MULTILINE)
-    return sum(float(value) for value in pattern.findall(text))
+@pytest.fixture
+def client(encoder_client: EncoderClient) -> EncoderClient:
+    return encoder_client
 
 
 def test_probes_follow_the_warm_up(service: ServiceProcess) -> None:
@@ -85,7 +59,8 @@ def test_probes_follow_the_warm_up(service: ServiceProcess) -> None:
 
 @pytest.mark.numerics
 def test_vectors_are_the_run_process_encoder_s(client: EncoderClient) -> None:
-    assert client.model() == {"text_model": "minilm-l6-v2", "dimensions": 384}
+    model = client.model()
+    assert (model["text_model"], model["dimensions"]) == ("minilm-l6-v2", 384)
     served = client.embed_texts(TEXTS)
     assert served.shape == (3, 384) and served.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, rtol=1e-5)
@@ -96,24 +71,13 @@ def test_vectors_are_the_run_process_encoder_s(client: EncoderClient) -> None:
 def test_concurrent_requests_are_encoded_in_shared_batches(
     service: ServiceProcess, client: EncoderClient
 ) -> None:
-    batches_before = _metric(service, "kb_encoder_batch_texts_count")
-    texts_before = _metric(service, "kb_encoder_texts_total")
+    batches_before = metric(service, "kb_encoder_batch_texts_count")
+    texts_before = metric(service, "kb_encoder_texts_total")
     requests = 24
-    start = threading.Barrier(requests)
-    results: dict[int, np.ndarray] = {}
-
-    def one(i: int) -> None:
-        start.wait()
-        results[i] = client.embed_texts([f"{TEXTS[i % 3]} ({i})"])
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(requests)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    results = at_once(requests, lambda i: client.embed_texts([f"{TEXTS[i % 3]} ({i})"]))
     assert len(results) == requests and all(v.shape == (1, 384) for v in results.values())
-    batches = _metric(service, "kb_encoder_batch_texts_count") - batches_before
-    assert _metric(service, "kb_encoder_texts_total") - texts_before == requests
+    batches = metric(service, "kb_encoder_batch_texts_count") - batches_before
+    assert metric(service, "kb_encoder_texts_total") - texts_before == requests
     assert 1 <= batches < requests, f"{requests} concurrent requests took {batches} batches"
 
 
@@ -135,7 +99,7 @@ def test_every_route_but_the_probes_needs_the_token(service: ServiceProcess) -> 
         (b'{"texts": []}', 400, "empty"),
         (b'{"texts": [' + b", ".join([b'"x"'] * 17) + b"]}", 413, "the limit is 16"),
         (b'{"texts": ["' + b"a" * 2001 + b'"]}', 413, "the limit is 2000"),
-        (b'{"texts": ["' + b"a " * 40_000 + b'"]}', 413, "exceeds"),
+        (b'{"texts": ["' + b"a " * 600_000 + b'"]}', 413, "exceeds"),
     ],
     ids=["malformed", "not a list", "empty", "too many", "too long", "too big"],
 )
@@ -152,10 +116,10 @@ def test_bad_requests_are_refused_before_they_join_a_batch(
 
 
 def test_metrics_cover_warm_up_model_load_and_readiness(service: ServiceProcess) -> None:
-    assert _metric(service, "kb_encoder_ready") == 1
-    assert _metric(service, "kb_encoder_model_load_seconds") > 0
-    assert _metric(service, "kb_encoder_warmup_seconds") > 0
-    assert _metric(service, "kb_encoder_refused_requests_total") > 0
+    assert metric(service, "kb_encoder_ready") == 1
+    assert metric(service, "kb_encoder_model_load_seconds") > 0
+    assert metric(service, "kb_encoder_warmup_seconds") > 0
+    assert metric(service, "kb_encoder_refused_requests_total") > 0
 
 
 def test_nothing_listening_is_a_retryable_outage() -> None:

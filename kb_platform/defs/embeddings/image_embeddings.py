@@ -1,19 +1,17 @@
 """``image_embeddings``: CLIP vectors of each document's images and of its text chunks, made with
-the promoted checkpoint (none promoted yet: an empty table, and text search works alone)."""
-
-import io
+the promoted checkpoint, through the encoder service where one is configured (none promoted
+yet: an empty table, and text search works alone)."""
 
 import numpy as np
 import pyarrow as pa
 from dagster import AssetExecutionContext, Output, asset
-from PIL import Image
 
 from kb_platform.contracts import Chunk, Document, Page, PageText
 from kb_platform.defs.ingestion.partitions import documents_partitions
 from kb_platform.index.clip_documents import clip_table, empty_clip_table
-from kb_platform.models.registry import clip_encoder
 from kb_platform.resources.blob_store import BlobStore
 from kb_platform.resources.clip import ClipResource
+from kb_platform.resources.clip_encoder import ClipEncoderResource
 
 IMAGE_TEXT_CHARS = 300  # what an image document shows (and BM25 sees) of its caption or page
 
@@ -58,16 +56,18 @@ def image_embeddings(
     ocr_text: list[PageText],
     text_chunks: list[Chunk],
     clip: ClipResource,
+    clip_encoder: ClipEncoderResource,
     blob_store: BlobStore,
 ) -> Output[pa.Table]:
     current = clip.promoted()
     if current is None:
         return Output(empty_clip_table(), metadata={"clip_version": "none", "images": 0})
-    encoder = clip_encoder(current.export_dir)
     rows = image_rows(raw_documents, extracted_pages, ocr_text)
-    images = [Image.open(io.BytesIO(blob_store.get(row["image_key"]))) for row in rows]
-    image_vectors = encoder.encode_images(images)
-    text_vectors = encoder.encode_texts([chunk.text for chunk in text_chunks])
+    image_vectors, text_vectors = clip_encoder.embed(
+        current,
+        [blob_store.get(row["image_key"]) for row in rows],
+        [chunk.text for chunk in text_chunks],
+    )
     text_rows = [{"chunk_id": c.chunk_id, "doc_id": c.doc_id, "kind": "text"} for c in text_chunks]
     table = clip_table(
         rows + text_rows, np.concatenate([image_vectors, text_vectors]), current.version
