@@ -100,12 +100,15 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 yield conn
 
 
-class PooledSqliteRunStorage(SqliteRunStorage):
+class _PooledConnections:
+    """``connect`` over the pooled engine, for Dagster's storages of one SQLite file (runs,
+    schedules), and ``from_config_value`` that builds this class, not Dagster's."""
+
+    _conn_string: str
+
     @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: Any
-    ) -> PooledSqliteRunStorage:
-        return cls.from_local(inst_data=inst_data, **config_value)
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Any) -> Any:
+        return cls.from_local(inst_data=inst_data, **config_value)  # type: ignore[attr-defined]
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -113,17 +116,12 @@ class PooledSqliteRunStorage(SqliteRunStorage):
             yield conn
 
 
-class PooledSqliteScheduleStorage(SqliteScheduleStorage):
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: Any
-    ) -> PooledSqliteScheduleStorage:
-        return cls.from_local(inst_data=inst_data, **config_value)
+class PooledSqliteRunStorage(_PooledConnections, SqliteRunStorage):
+    pass
 
-    @contextmanager
-    def connect(self) -> Iterator[Connection]:
-        with _transaction(pooled_engine(self._conn_string)) as conn:
-            yield conn
+
+class PooledSqliteScheduleStorage(_PooledConnections, SqliteScheduleStorage):
+    pass
 
 
 class PooledSqliteStorage(DagsterSqliteStorage):

@@ -53,18 +53,16 @@ class EncoderClient:
         return info
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        rows = self._post("/embed_texts", {"texts": list(texts)})
-        vectors = np.asarray(rows, dtype=np.float32)
-        if vectors.shape[0] != len(texts):
-            raise EncoderServiceError(f"asked for {len(texts)} vectors, got {vectors.shape[0]}")
-        return vectors
+        return self._vectors("/embed_texts", {"texts": list(texts)}, len(texts))
 
     def embed_clip(self, items: Sequence[dict[str, str]]) -> np.ndarray:
         """CLIP vectors of ``{"clip_version", "kind": "text"|"image", "data"}`` items, in order."""
-        rows = self._post("/embed_clip", {"items": list(items)})
-        vectors = np.asarray(rows, dtype=np.float32)
-        if vectors.shape[0] != len(items):
-            raise EncoderServiceError(f"asked for {len(items)} vectors, got {vectors.shape[0]}")
+        return self._vectors("/embed_clip", {"items": list(items)}, len(items))
+
+    def _vectors(self, route: str, body: dict[str, object], count: int) -> np.ndarray:
+        vectors = np.asarray(self._post(route, body), dtype=np.float32)
+        if vectors.shape[0] != count:
+            raise EncoderServiceError(f"asked for {count} vectors, got {vectors.shape[0]}")
         return vectors
 
     def close(self) -> None:

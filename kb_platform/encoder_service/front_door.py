@@ -75,12 +75,11 @@ def check_clip_request(body: bytes, settings: EncoderSettings) -> None:
     if not items:
         shape = '{"items": [{"clip_version": str, "kind": "text"|"image", "data": str}, ...]}'
         raise Refused(400, f"the body must be {shape}, not empty", "bad_shape")
+    if len(items) > settings.max_texts:
+        limit = settings.max_texts
+        raise Refused(413, f"{len(items)} items in one request; the limit is {limit}", "too_large")
     try:
         check_request([i.data for i in items if i.kind == "text"], settings)
-        if len(items) > settings.max_texts:
-            raise InvalidBatch(
-                f"{len(items)} items in one request; the limit is {settings.max_texts}"
-            )
     except InvalidBatch as exc:
         raise Refused(413, str(exc), "too_large") from None
     for item in items:

@@ -45,7 +45,6 @@ class EncoderRuntime:
     def __init__(self, settings: EncoderSettings):
         self.settings = settings
         self.text: TextEncoder | None = None
-        self.clip_version: str | None = None  # the checkpoint promoted at warm-up, if any
         self.warmup_error: str | None = None
 
     def start_warmup(self) -> threading.Thread:
@@ -71,7 +70,6 @@ class EncoderRuntime:
                 registry.clip_encoder(clip_models.export_dir(current.version))
                 m.model_load.labels(current.version).set(time.perf_counter() - clip_started)
                 m.warmup.labels("clip_encoder").set(time.perf_counter() - clip_started)
-                self.clip_version = current.version
         except Exception as exc:
             self.warmup_error = f"{type(exc).__name__}: {exc}"
             log.exception("warm-up failed; the service stays not ready")
