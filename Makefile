@@ -23,18 +23,24 @@ down:
 status:
 	$(KB) services status
 
-# Everything on a fresh machine: install; start the servers, the encoder service and Dagster
-# (webserver + daemon, runs embedding through the encoder service); produce the sample corpus to
-# Kafka and follow the sensors' progress until every message is settled; then the audit, the
-# RAG service, and one /search and one /ask through it.
+# Everything on a fresh machine: install; start the servers, then the encoder service and Dagster
+# (webserver + daemon, runs embedding through the encoder service) side by side; produce the
+# sample corpus to Kafka and follow the sensors' progress until every message is settled, while
+# the RAG service warms up in the background (its log: .kb-local/rag/up.log); then the audit and
+# one /search and one /ask through the RAG service.
 demo: setup
-	$(KB) services up postgres kafka elasticsearch encoder
-	$(KB) topics
-	KB_ENCODER_URL=http://127.0.0.1:$${KB_ENCODER_PORT:-3020} KB_ENCODER_TOKEN="$$(cat .kb-local/encoder/token)" \
-	  $(KB) services up dagster
-	$(KB) produce $(DEMO_DOCUMENTS) --follow
-	$(KB) audit
-	$(KB) services up rag
+	$(KB) services up postgres kafka elasticsearch
+	$(KB) services install encoder
+	$(KB) services up encoder & encoder=$$!; \
+	  KB_ENCODER_URL=http://127.0.0.1:$${KB_ENCODER_PORT:-3020} KB_ENCODER_TOKEN="$$(cat .kb-local/encoder/token)" \
+	    $(KB) services up dagster & dagster=$$!; \
+	  $(KB) topics; topics=$$?; wait $$encoder; encoder=$$?; wait $$dagster; dagster=$$?; \
+	  (( topics == 0 && encoder == 0 && dagster == 0 ))
+	mkdir -p .kb-local/rag
+	$(KB) services up rag >.kb-local/rag/up.log 2>&1 & rag=$$!; \
+	  $(KB) produce $(DEMO_DOCUMENTS) --follow && $(KB) audit || { kill $$rag; exit 1; }; \
+	  echo "waiting for the RAG service (log: .kb-local/rag/up.log)"; \
+	  wait $$rag && tail -1 .kb-local/rag/up.log || { tail -20 .kb-local/rag/up.log; exit 1; }
 	$(KB) ask "$(DEMO_QUESTION)"
 
 lint:

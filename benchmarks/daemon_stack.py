@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+import yaml
 from confluent_kafka import Producer
 from dagster import DagsterEventType, DagsterInstance, RunsFilter
 
@@ -71,7 +72,14 @@ def worker_memory() -> str:
     return ", ".join(sizes) + " MiB" if sizes else "no workers"
 
 
-def wait_for_warm_workers(log: Path, workers: int = 2, timeout_s: float = 300) -> None:
+def configured_workers() -> int:
+    """The warm run workers dagster.yaml asks for."""
+    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    return int(config["run_launcher"]["config"]["workers"])
+
+
+def wait_for_warm_workers(log: Path, timeout_s: float = 300) -> None:
+    workers = configured_workers()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if log.exists() and log.read_text(errors="replace").count("worker warm in") >= workers:

@@ -18,6 +18,13 @@ from kb_platform_tests.e2e.test_daemon_reliability import eventually, finished, 
 from kb_platform_tests.integration.kafka_helpers import message, produce
 
 TEXTS = "documents/unstructured/example-docs"
+TEXT_FILES = [
+    "book-war-and-peace-1p.txt",
+    "fake-text.txt",
+    "norwich-city.txt",
+    "fake-email.txt",
+    "fake-text-utf-16.txt",
+]
 LONG_PDF = "documents/py-pdf-sample-files/009-pdflatex-geotopo/GeoTopo-komprimiert.pdf"
 
 
@@ -33,10 +40,13 @@ def test_runs_execute_on_warm_workers_that_serve_many_runs(
     dagster_env: dict[str, str], e2e_kafka: KafkaResource, corpus_dir: Path
 ) -> None:
     topic = e2e_kafka.topics().ingest(Modality.TEXT)
-    files = ["book-war-and-peace-1p.txt", "fake-text.txt", "norwich-city.txt"]
-    offsets = produce(e2e_kafka, topic, [message(corpus_dir / TEXTS / f, "text") for f in files])
     with instance_of(dagster_env) as instance:
         assert isinstance(instance.run_launcher, WarmRunLauncher)
+        # One run more than there are workers: some worker must serve two.
+        files = TEXT_FILES[: instance.run_launcher.workers + 1]
+        assert len(files) == instance.run_launcher.workers + 1, "add text files to TEXT_FILES"
+        documents = [message(corpus_dir / TEXTS / f, "text") for f in files]
+        offsets = produce(e2e_kafka, topic, documents)
 
         def all_done() -> list | None:
             runs = [
@@ -44,9 +54,10 @@ def test_runs_execute_on_warm_workers_that_serve_many_runs(
                 for r in instance.get_runs(RunsFilter(tags={"kb/source-topic": topic}))
                 if r.tags["kb/source-offset"] in offsets  # the topic is shared with other tests
             ]
-            return runs if len(runs) == 3 and all(r.is_finished for r in runs) else None
+            done = len(runs) == len(files) and all(r.is_finished for r in runs)
+            return runs if done else None
 
-        runs = eventually(all_done, 300, "three runs to finish")
+        runs = eventually(all_done, 300, f"{len(files)} runs to finish")
         assert {r.status for r in runs} == {DagsterRunStatus.SUCCESS}
         identities = [r.tags[WORKER_TAG] for r in runs]
         for run, identity in zip(runs, identities, strict=True):
@@ -54,7 +65,6 @@ def test_runs_execute_on_warm_workers_that_serve_many_runs(
             assert started_pid(instance, run.run_id) == pid  # executed where it was handed
             assert is_running(identity)  # the worker outlives its run
             assert "kb_platform.run_workers.worker" in " ".join(psutil.Process(pid).cmdline())
-        # Two workers, three runs: at least one worker ran more than one.
         assert len(set(identities)) < len(identities)
 
 

@@ -39,7 +39,9 @@ def test_the_instance_config_of_the_repo_selects_the_warm_launcher() -> None:
     with instance_for_test(overrides={"run_launcher": config["run_launcher"]}) as instance:
         launcher = instance.run_launcher
         assert isinstance(launcher, WarmRunLauncher)
-        assert (launcher.workers, launcher.max_runs_per_worker) == (2, 100)
+        # as many warm workers as runs may go at once: none waits for a worker to warm up
+        assert launcher.workers == config["run_coordinator"]["config"]["max_concurrent_runs"]
+        assert launcher.max_runs_per_worker == 100
         assert "kb_platform.definitions" in launcher.preload
 
 
