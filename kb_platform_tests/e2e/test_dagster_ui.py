@@ -89,9 +89,14 @@ class Page:
 
     def dismiss_newsletter(self) -> None:
         # A fresh instance greets its first visitor with a newsletter sign-up dialog.
-        for skip in self.driver.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
-            if skip.is_displayed():
-                skip.click()
+        # While it fades in, its backdrop covers its own button: that click raises and the
+        # next wait round tries again.
+        try:
+            for skip in self.driver.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
+                if skip.is_displayed():
+                    skip.click()
+        except WebDriverException:
+            pass
 
     def text(self) -> str:
         return self.driver.find_element(By.TAG_NAME, "body").text
