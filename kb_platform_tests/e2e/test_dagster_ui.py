@@ -76,8 +76,10 @@ class Page:
     def wait(self, probe: Callable[[], object], what: str, timeout_s: float = 60) -> object:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self.dismiss_newsletter()
             try:
+                # The newsletter dialog's fading-in backdrop can cover its own Skip button: that
+                # click raises like a covered probe, and the next round tries again.
+                self.dismiss_newsletter()
                 found = probe()
             except WebDriverException:
                 found = None
@@ -89,14 +91,9 @@ class Page:
 
     def dismiss_newsletter(self) -> None:
         # A fresh instance greets its first visitor with a newsletter sign-up dialog.
-        # While it fades in, its backdrop covers its own button: that click raises and the
-        # next wait round tries again.
-        try:
-            for skip in self.driver.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
-                if skip.is_displayed():
-                    skip.click()
-        except WebDriverException:
-            pass
+        for skip in self.driver.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
+            if skip.is_displayed():
+                skip.click()
 
     def text(self) -> str:
         return self.driver.find_element(By.TAG_NAME, "body").text
