@@ -118,6 +118,15 @@ start_detached() {
   echo $! >"$(pid_file "$name")"
 }
 
+# link_model_store <home>: <home>/models links to the shared model store ($BENTOML_HOME or
+# ~/bentoml). The store is made first: BentoML's own mkdir fails on a link to a folder that is
+# not there yet (a fresh machine whose store nothing has written to).
+link_model_store() {
+  local home="$1" store="${BENTOML_HOME:-$HOME/bentoml}/models"
+  mkdir -p "$home" "$store"
+  [[ -L "$home/models" || -e "$home/models" ]] || ln -s "$store" "$home/models"
+}
+
 # start_bento <service> <logfile> <service.py:Class> <port> [VAR=value ...]: `bentoml serve` of
 # the checkout's service, detached (start_detached), with the variables set, in a BENTOML_HOME of
 # the service's own (BentoML wipes its metrics folder on start) that shares the model store.
@@ -126,8 +135,7 @@ start_bento() {
   shift 4
   local home
   home="$(service_dir "$name")/bentoml"
-  mkdir -p "$home"
-  [[ -e "$home/models" ]] || ln -s "${BENTOML_HOME:-$HOME/bentoml}/models" "$home/models"
+  link_model_store "$home"
   (cd "$KB_REPO_ROOT" && start_detached "$name" "$logfile" env "$@" BENTOML_HOME="$home" \
     BENTOML_DO_NOT_TRACK=true "${VENV:-$KB_REPO_ROOT/.venv}/bin/bentoml" serve "$target" \
     --host 127.0.0.1 --port "$port")

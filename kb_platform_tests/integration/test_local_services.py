@@ -104,3 +104,21 @@ def test_encoder_service_script_makes_its_token_starts_once_and_stops(tmp_path: 
         assert _script("encoder", "status", env).returncode == 3
     finally:
         _script("encoder", "down", env)
+
+
+def test_a_service_home_links_a_model_store_that_does_not_exist_yet(tmp_path: Path) -> None:
+    """On a fresh machine nothing has written to ~/bentoml yet: the store is made before it is
+    linked (BentoML fails on a dangling link), and linking again changes nothing."""
+    store_home, home = tmp_path / "bentoml", tmp_path / "service" / "bentoml"
+    for _ in range(2):
+        linked = subprocess.run(
+            ["bash", "-c", f'source "{SCRIPTS}/lib.sh" && link_model_store "{home}"'],
+            env={**os.environ, "BENTOML_HOME": str(store_home)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert linked.returncode == 0, linked.stderr
+        assert (home / "models").is_symlink()
+        assert (home / "models").resolve() == (store_home / "models").resolve()
+        assert (home / "models").is_dir()
