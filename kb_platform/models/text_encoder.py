@@ -11,12 +11,14 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from kb_platform.models.length_batches import LengthBatchedEncoder
+
 log = logging.getLogger(__name__)
 
 MAX_TOKENS = 256  # the model's max_seq_length
 
 
-class TextEncoder:
+class TextEncoder(LengthBatchedEncoder):
     """Encodes texts in batches; the same text always gives the same vector."""
 
     def __init__(self, model_dir: Path, *, batch_size: int = 32, version: str = "minilm-l6-v2"):
@@ -39,21 +41,3 @@ class TextEncoder:
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, p=2, dim=1).numpy().astype(np.float32)
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), 384) float32, unit length. Texts are batched by length (less padding);
-        the output keeps the input order."""
-        if not texts:
-            return np.zeros((0, self.dimensions), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.empty((len(texts), self.dimensions), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            ids = order[start : start + self.batch_size]
-            out[ids] = self._encode_batch([texts[i] for i in ids])
-        return out
-
-    def warmup(self) -> float:
-        """One real inference, so the first request does not pay for lazy initialisation."""
-        started = time.perf_counter()
-        self.encode(["warm up the text encoder"])
-        return time.perf_counter() - started

@@ -89,7 +89,7 @@ class RagRuntime:
 
             torch.set_num_threads(self.settings.torch_threads)
             with self._timed("text_encoder"):
-                encoder = registry.text_encoder()
+                encoder = registry.query_encoder(self.settings.query_encoder)
                 self.encode = lambda query: encoder.encode([query])[0]
             m.model_load.labels("text_encoder").set(encoder.load_seconds)
             with self._timed("generator"):

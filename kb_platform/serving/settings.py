@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kb_platform.models.registry import QueryRuntime
+
 
 class GeneratorBackend(StrEnum):
     LOCAL = "local"  # gemma-3-270m from the BentoML model store, in the service process
@@ -78,6 +80,10 @@ class ServingSettings(BaseSettings):
     # CLIP (image search): an export directory, else the promoted checkpoint if there is one
     clip_export_dir: Path | None = None
 
+    # the query encoder's runtime: the float MiniLM on ONNX Runtime gives the index's own vectors
+    # at half PyTorch's time; onnx-int8 is faster again but costs Cranfield knn nDCG@10 0.005
+    # (benchmarks/retrieval.py)
+    query_encoder: QueryRuntime = QueryRuntime.ONNX
     torch_threads: int = 1  # one intra-op thread per request is fastest here (DESIGN.md 7)
     readiness_cache_s: float = 1.0
 
