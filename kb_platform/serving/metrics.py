@@ -23,6 +23,7 @@ class ServingMetrics:
     answers: Counter
     warmup: Gauge
     model_load: Gauge
+    query_encoder: Gauge
     ready: Gauge
     rejected: Counter
 
@@ -64,6 +65,12 @@ def metrics() -> ServingMetrics:
             "kb_serving_model_load_seconds",
             "seconds loading each model took",
             ["model"],
+            multiprocess_mode="max",
+        ),
+        query_encoder=Gauge(
+            "kb_serving_query_encoder_info",
+            "the query encoder in use (1): its vectors' model version and its runtime",
+            ["version", "runtime"],
             multiprocess_mode="max",
         ),
         ready=Gauge(

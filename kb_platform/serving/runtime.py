@@ -92,6 +92,7 @@ class RagRuntime:
                 encoder = registry.query_encoder(self.settings.query_encoder)
                 self.encode = lambda query: encoder.encode([query])[0]
             m.model_load.labels("text_encoder").set(encoder.load_seconds)
+            m.query_encoder.labels(encoder.version, self.settings.query_encoder.value).set(1)
             with self._timed("generator"):
                 self.generator = self._load_generator()
             with self._timed("clip"):
