@@ -12,13 +12,13 @@ whose vectors are close to, not equal to, the float ones: the query side's encod
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kb_platform.models import model_store
+from kb_platform.models.onnx_text_encoder import INPUTS
 
 if TYPE_CHECKING:
     import bentoml
@@ -62,14 +62,13 @@ def export_graph(model_dir: Path, path: Path) -> None:
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
     example = torch.ones((2, 8), dtype=torch.int64)
-    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}
-    axes["token_type_ids"] = {0: "batch", 1: "tokens"}
+    axes = {name: {0: "batch", 1: "tokens"} for name in INPUTS}
     with torch.inference_mode():
         torch.onnx.export(
             Pooled(),
             (example, example, torch.zeros_like(example)),
             str(path),
-            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            input_names=list(INPUTS),
             output_names=["sentence_embedding"],
             dynamic_axes={**axes, "sentence_embedding": {0: "batch"}},
             opset_version=OPSET,
@@ -112,21 +111,19 @@ def import_to_store(*, force: bool = False) -> bentoml.Model:
             return existing
         offline()
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory() as scratch:
-            float_graph = Path(scratch) / FLOAT_GRAPH
-            export_graph(text_encoder_path(), float_graph)
-            with bentoml.models.create(
-                MODEL_NAME,
-                labels={"family": "minilm", "format": "onnx"},
-                metadata={
-                    "source_package": source_stamp(),
-                    "opset": OPSET,
-                    "graphs": f"{FLOAT_GRAPH} (float32), {INT8_GRAPH} (int8 weights)",
-                },
-            ) as stored:
-                target = Path(stored.path)
-                (target / FLOAT_GRAPH).write_bytes(float_graph.read_bytes())
-                quantize_graph(float_graph, target / INT8_GRAPH)
+        # Written inside create(): BentoML saves the model only if both graphs were made.
+        with bentoml.models.create(
+            MODEL_NAME,
+            labels={"family": "minilm", "format": "onnx"},
+            metadata={
+                "source_package": source_stamp(),
+                "opset": OPSET,
+                "graphs": f"{FLOAT_GRAPH} (float32), {INT8_GRAPH} (int8 weights)",
+            },
+        ) as stored:
+            target = Path(stored.path)
+            export_graph(text_encoder_path(), target / FLOAT_GRAPH)
+            quantize_graph(target / FLOAT_GRAPH, target / INT8_GRAPH)
         log.info(
             "exported MiniLM to ONNX as %s in %.1fs", stored.tag, time.perf_counter() - started
         )

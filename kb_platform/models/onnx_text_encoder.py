@@ -16,17 +16,17 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from kb_platform.models.length_batches import LengthBatchedEncoder
+from kb_platform.models.registry import TEXT_MAX_TOKENS
 
 log = logging.getLogger(__name__)
 
-MAX_TOKENS = 256  # the model's max_seq_length, as in kb_platform.models.text_encoder
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the exported graph's inputs
 
 
 def load_tokenizer(model_dir: Path) -> Tokenizer:
     """The packaged MiniLM's tokenizer, truncating and padding as transformers' call does."""
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tokenizer.enable_truncation(MAX_TOKENS)
+    tokenizer.enable_truncation(TEXT_MAX_TOKENS)
     tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]"), pad_token="[PAD]")
     return tokenizer
 
@@ -44,7 +44,6 @@ class OnnxTextEncoder(LengthBatchedEncoder):
         threads: int = 1,
     ):
         started = time.perf_counter()
-        self.graph = graph
         self.version = version
         self.batch_size = batch_size
         self.tokenizer = load_tokenizer(tokenizer_dir)
@@ -60,9 +59,6 @@ class OnnxTextEncoder(LengthBatchedEncoder):
     def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         encodings = self.tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        feeds = {
-            "input_ids": ids,
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.zeros_like(ids),
-        }
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = dict(zip(INPUTS, (ids, mask, np.zeros_like(ids)), strict=True))
         return np.asarray(self.session.run(None, feeds)[0], dtype=np.float32)

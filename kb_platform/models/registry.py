@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # torch and transformers load only when an encoder is asked f
     from kb_platform.models.text_encoder import TextEncoder
 
 TEXT_MODEL_VERSION = "minilm-l6-v2"
+TEXT_MAX_TOKENS = 256  # MiniLM's max_seq_length: longer texts are truncated by every runtime
 
 
 class QueryRuntime(StrEnum):

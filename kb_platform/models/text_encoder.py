@@ -12,16 +12,15 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from kb_platform.models.length_batches import LengthBatchedEncoder
+from kb_platform.models.registry import TEXT_MAX_TOKENS, TEXT_MODEL_VERSION
 
 log = logging.getLogger(__name__)
-
-MAX_TOKENS = 256  # the model's max_seq_length
 
 
 class TextEncoder(LengthBatchedEncoder):
     """Encodes texts in batches; the same text always gives the same vector."""
 
-    def __init__(self, model_dir: Path, *, batch_size: int = 32, version: str = "minilm-l6-v2"):
+    def __init__(self, model_dir: Path, *, batch_size: int = 32, version: str = TEXT_MODEL_VERSION):
         started = time.perf_counter()
         self.model_dir = model_dir
         self.batch_size = batch_size
@@ -35,7 +34,11 @@ class TextEncoder(LengthBatchedEncoder):
     @torch.inference_mode()
     def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=TEXT_MAX_TOKENS,
+            return_tensors="pt",
         )
         hidden = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)

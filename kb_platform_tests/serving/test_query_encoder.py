@@ -13,8 +13,8 @@ from transformers import AutoTokenizer
 from kb_platform.config import get_settings
 from kb_platform.evaluation.cranfield import load_documents, load_queries
 from kb_platform.models import onnx_export, registry
-from kb_platform.models.onnx_text_encoder import MAX_TOKENS, load_tokenizer
-from kb_platform.models.registry import QueryRuntime
+from kb_platform.models.onnx_text_encoder import load_tokenizer
+from kb_platform.models.registry import TEXT_MAX_TOKENS, QueryRuntime
 
 pytestmark = pytest.mark.numerics
 
@@ -40,11 +40,11 @@ def test_tokenisation_is_the_models_own() -> None:
     model_dir = registry.text_encoder_path()
     reference = AutoTokenizer.from_pretrained(str(model_dir))
     texts = _queries()[:20] + ODD
-    expected = reference(texts, padding=True, truncation=True, max_length=MAX_TOKENS)
+    expected = reference(texts, padding=True, truncation=True, max_length=TEXT_MAX_TOKENS)
     encoded = load_tokenizer(model_dir).encode_batch(texts)
     assert [e.ids for e in encoded] == expected["input_ids"]
     assert [e.attention_mask for e in encoded] == expected["attention_mask"]
-    assert max(sum(e.attention_mask) for e in encoded) == MAX_TOKENS
+    assert max(sum(e.attention_mask) for e in encoded) == TEXT_MAX_TOKENS
 
 
 def test_float_graph_gives_the_index_vectors_and_int8_close_ones() -> None:
