@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from elasticsearch import Elasticsearch
+from machine_load import printed_machine_load  # benchmarks/, next to this script
 
 from kb_platform.config import get_settings
 from kb_platform.index.clip_documents import clip_table, with_clip
@@ -129,4 +130,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with printed_machine_load():
+        main()

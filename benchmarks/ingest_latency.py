@@ -34,6 +34,7 @@ from daemon_stack import (  # benchmarks/, next to this script
     stop_encoder_service,
     worker_memory,
 )
+from machine_load import printed_machine_load  # benchmarks/, next to this script
 
 from kb_platform.config import get_settings
 from kb_platform.contracts import IngestMessage, Modality
@@ -148,4 +149,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with printed_machine_load():
+        main()

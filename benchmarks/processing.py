@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from machine_load import printed_machine_load  # benchmarks/, next to this script
 from PIL import Image
 
 from kb_platform.audio.transcription import audio_duration_s, transcribe, whisper_model
@@ -117,4 +118,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with printed_machine_load():
+        main()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine_load import printed_machine_load  # benchmarks/, next to this script
 
 from kb_platform.chunking import split_windows
 from kb_platform.config import get_settings
@@ -167,4 +168,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with printed_machine_load():
+        main()

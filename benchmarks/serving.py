@@ -29,6 +29,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+from machine_load import printed_machine_load  # benchmarks/, next to this script
 
 from kb_platform.config import get_settings
 from kb_platform.evaluation.cranfield import load_queries
@@ -248,4 +249,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with printed_machine_load():
+        main()

@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from machine_load import printed_machine_load  # benchmarks/, next to this script
 
 from kb_platform.config import get_settings
 from kb_platform.models.clip_encoder import ClipEncoder
@@ -116,4 +117,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with printed_machine_load():
+        main()
