@@ -1,5 +1,5 @@
 """How busy the machine was while a benchmark ran: busy, iowait, idle and steal shares of all
-cores, from the kernel's ``/proc/stat``.
+cores, from ``psutil.cpu_times()`` (the kernel's ``/proc/stat`` on Linux).
 
 Steal is the time the hypervisor gave this VM's virtual CPUs to someone else; on a shared
 2-core VM it moves throughput numbers by 10-20 %, so every benchmark prints it beside them.
@@ -7,56 +7,25 @@ Steal is the time the hypervisor gave this VM's virtual CPUs to someone else; on
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
-STAT = Path("/proc/stat")
-FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+import psutil
 
-
-@dataclass(frozen=True)
-class CpuTimes:
-    """The aggregate ``cpu`` line of ``/proc/stat``, in clock ticks (guest time is already
-    counted in user and nice, so it is left out of the total)."""
-
-    user: int
-    nice: int
-    system: int
-    idle: int
-    iowait: int
-    irq: int
-    softirq: int
-    steal: int
-
-    @classmethod
-    def parse(cls, stat_text: str) -> CpuTimes:
-        for line in stat_text.splitlines():
-            name, *values = line.split() or [""]
-            if name != "cpu":
-                continue
-            if len(values) < len(FIELDS) or not all(v.isdigit() for v in values[: len(FIELDS)]):
-                raise ValueError(f"unexpected /proc/stat cpu line: {line!r}")
-            return cls(*(int(v) for v in values[: len(FIELDS)]))
-        raise ValueError("/proc/stat has no aggregate cpu line")
-
-    @classmethod
-    def now(cls) -> CpuTimes:
-        return cls.parse(STAT.read_text())
-
-    @property
-    def total(self) -> int:
-        return sum(getattr(self, name) for name in FIELDS)
+BUSY = ("user", "nice", "system", "irq", "softirq")
+# guest time is already counted in user and nice (psutil's docs), so it stays out of the total
+COUNTED = (*BUSY, "idle", "iowait", "steal")
 
 
 @dataclass(frozen=True)
 class MachineLoad:
-    """Shares (0-1) of all cores' time between two readings; they add up to 1."""
+    """Shares (0-1) of all cores' time between two ``psutil.cpu_times()`` readings; they add
+    up to 1."""
 
-    busy: float  # user, nice, system, irq, softirq
+    busy: float
     iowait: float
     idle: float
     steal: float
@@ -64,21 +33,18 @@ class MachineLoad:
     cores: int
 
     @classmethod
-    def between(cls, before: CpuTimes, after: CpuTimes, seconds: float) -> MachineLoad:
-        ticks = after.total - before.total
-        if ticks <= 0:
+    def between(cls, before: Any, after: Any, seconds: float) -> MachineLoad:
+        spent = {name: getattr(after, name, 0.0) - getattr(before, name, 0.0) for name in COUNTED}
+        total = sum(spent.values())
+        if total <= 0:
             raise ValueError("the second reading is not later than the first")
-
-        def share(*names: str) -> float:
-            return sum(getattr(after, n) - getattr(before, n) for n in names) / ticks
-
         return cls(
-            busy=share("user", "nice", "system", "irq", "softirq"),
-            iowait=share("iowait"),
-            idle=share("idle"),
-            steal=share("steal"),
+            busy=sum(spent[name] for name in BUSY) / total,
+            iowait=spent["iowait"] / total,
+            idle=spent["idle"] / total,
+            steal=spent["steal"] / total,
             seconds=seconds,
-            cores=os.cpu_count() or 1,
+            cores=psutil.cpu_count() or 1,
         )
 
     def line(self) -> str:
@@ -91,11 +57,12 @@ class MachineLoad:
 @contextmanager
 def printed_machine_load() -> Iterator[None]:
     """Prints the machine's load over the ``with`` block when it ends (also when it fails)."""
-    before, started = CpuTimes.now(), time.monotonic()
+    before, started = psutil.cpu_times(), time.monotonic()
     try:
         yield
     finally:
         try:
-            print(MachineLoad.between(before, CpuTimes.now(), time.monotonic() - started).line())
+            load = MachineLoad.between(before, psutil.cpu_times(), time.monotonic() - started)
+            print(load.line())
         except ValueError as exc:  # a block shorter than a clock tick
             print(f"machine load not measured: {exc}")
