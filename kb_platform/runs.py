@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster_graphql import DagsterGraphQLClient
 
 from kb_platform.defs.ingestion.partitions import documents_partitions
 from kb_platform.errors import RETRYABLE_ERROR_CLASSES
+
+if TYPE_CHECKING:
+    from dagster._core.events import StepFailureData
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +66,18 @@ def failure_details(instance: DagsterInstance, run_id: str) -> tuple[str, str] |
     metadata, anything else gives its exception class and message."""
     records = instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_FAILURE).records
     for record in records:
-        data = record.event_log_entry.dagster_event.step_failure_data
-        metadata = data.user_failure_data.metadata if data.user_failure_data else {}
-        if "error_class" in metadata:
-            return str(metadata["error_class"].value), str(metadata["error_message"].value)
-        if data.error:
-            return data.error.cls_name or "unknown", data.error.message.strip()
-        return "unknown", ""
+        return step_failure_details(record.event_log_entry.dagster_event.step_failure_data)
     return None
+
+
+def step_failure_details(data: StepFailureData) -> tuple[str, str]:
+    """(error class, message) of one failed step."""
+    metadata = data.user_failure_data.metadata if data.user_failure_data else {}
+    if "error_class" in metadata:
+        return str(metadata["error_class"].value), str(metadata["error_message"].value)
+    if data.error:
+        return data.error.cls_name or "unknown", data.error.message.strip()
+    return "unknown", ""
 
 
 def failed_for_an_outage(instance: DagsterInstance, run_id: str) -> bool:
