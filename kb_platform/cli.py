@@ -21,8 +21,9 @@ if TYPE_CHECKING:  # dagster loads only in the commands that need it
     from kb_platform.runs import RunOutcome
 
 SERVICES: tuple[str, ...] = ("postgres", "kafka", "elasticsearch", "dagster")
-# Started when named: runs use the encoder service only where KB_ENCODER_URL is set.
-OPTIONAL_SERVICES: tuple[str, ...] = ("encoder", "rag")
+# Started when named: runs use the encoder service only where KB_ENCODER_URL is set;
+# monitoring is Prometheus, Alertmanager and the exporters (deploy/prometheus).
+OPTIONAL_SERVICES: tuple[str, ...] = ("encoder", "rag", "monitoring")
 LOCAL_DEPLOY = REPO_ROOT / "deploy" / "local"
 
 
@@ -53,7 +54,7 @@ def main(verbose: bool) -> None:
 @click.argument("names", nargs=-1, type=click.Choice(SERVICES + OPTIONAL_SERVICES))
 def services(action: str, names: tuple[str, ...]) -> None:
     """Start, stop or inspect the local PostgreSQL, Kafka, Elasticsearch and Dagster UI (and,
-    when named, the encoder and RAG services)."""
+    when named, the encoder and RAG services and the monitoring stack)."""
     selected = names or SERVICES
     # Stop in reverse order of start so dependents go first.
     ordered = reversed(selected) if action == "down" else selected
@@ -362,6 +363,29 @@ def topics(partitions: int | None) -> None:
 
     names, created = build_resources(get_settings())["kafka"].create_topics(partitions)
     click.echo(f"topics: {len(names)} ({len(created)} created)")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9108, show_default=True)
+def exporter(host: str, port: int) -> None:
+    """Serve the pipeline and Kafka metrics on /metrics for Prometheus until stopped."""
+    import signal
+    import threading
+
+    from dagster import DagsterInstance
+
+    from kb_platform.observability.exporter import build_exporter, serve
+    from kb_platform.resources import build_resources
+
+    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with DagsterInstance.get() as instance:
+        resources = build_resources(get_settings())
+        exporter = build_exporter(instance, resources["kafka"], resources["processing"])
+        serve(exporter, host, port, stop)
 
 
 if __name__ == "__main__":
