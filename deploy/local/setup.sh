@@ -14,6 +14,8 @@ APT_PACKAGES=(
   procps                                            # pgrep, used to find stray server processes
   espeak-ng                                         # spoken test samples for transcription
   chromium chromium-driver                          # the Dagster UI test (Selenium, headless)
+  prometheus prometheus-alertmanager                # monitoring (promtool and amtool with them)
+  prometheus-node-exporter prometheus-elasticsearch-exporter
   curl
 )
 PYTHON="${KB_PYTHON:-python3}"
