@@ -1,7 +1,8 @@
-"""The pipeline exporter: one HTTP ``/metrics`` for Prometheus with the event-log metrics of
-every run (``pipeline_metrics``) and the Kafka/ledger metrics (``kafka_metrics``), computed when
-Prometheus scrapes. It runs beside the Dagster daemon (``kb-platform exporter``), reading the same
-instance, so nothing has to be pushed from run processes.
+"""The pipeline exporter: one HTTP ``/metrics`` for Prometheus with the metrics of every run
+(``pipeline_metrics``), the Kafka/ledger metrics (``kafka_metrics``) and the latest training
+run's (``training_metrics``), computed when Prometheus scrapes. It runs beside the Dagster
+daemon (``kb-platform exporter``), reading the same instance, so nothing has to be pushed from
+run processes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from kb_platform.contracts import Modality
 from kb_platform.kafka.ingest_reader import READER_CONFIG
 from kb_platform.observability.kafka_metrics import KafkaMetrics
 from kb_platform.observability.pipeline_metrics import PipelineMetrics
+from kb_platform.observability.training_metrics import TrainingMetrics
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.processing import ProcessingResource
 
@@ -46,6 +48,7 @@ def build_exporter(
     )
     registry.register(pipeline)
     registry.register(kafka_metrics)
+    registry.register(TrainingMetrics(instance))
     info = Gauge(
         "kb_exporter_info",
         "The pipeline exporter and the consumer group it reports on",

@@ -21,6 +21,7 @@ from dagster import (
 )
 from elasticsearch import Elasticsearch
 from PIL import Image
+from prometheus_client import CollectorRegistry
 
 from kb_platform.config import Settings, get_settings
 from kb_platform.contracts import IngestMessage, Modality
@@ -31,6 +32,7 @@ from kb_platform.index.mapping import IndexNames
 from kb_platform.index.retriever import Retriever
 from kb_platform.intake import admit
 from kb_platform.models.registry import clip_encoder, text_encoder
+from kb_platform.observability.training_metrics import TrainingMetrics
 from kb_platform.resources.blob_store import LocalBlobStore
 from kb_platform.resources.clip import ClipResource
 from kb_platform.resources.elasticsearch import ElasticsearchResource
@@ -142,6 +144,17 @@ def test_clip_is_trained_gated_promoted_and_rolled_into_the_index(
         assert any("step 8 loss" in m for m in pipes_logs), pipes_logs  # rank 0's log, via Pipes
         (gate,) = trained.get_asset_check_evaluations()
         assert gate.passed  # the first checkpoint has nothing to beat
+        # The pipeline exporter's training metrics are the run's own numbers.
+        registry = CollectorRegistry()
+        registry.register(TrainingMetrics(instance))
+        clip_labels = {"model": "clip"}
+        assert registry.get_sample_value("kb_training_loss", clip_labels) == pytest.approx(
+            checkpoint["loss"].value
+        )
+        throughput = registry.get_sample_value("kb_training_samples_per_second", clip_labels)
+        assert throughput == pytest.approx(checkpoint["samples_per_s"].value) and throughput > 0
+        recall_at_1 = {"model": "clip", "metric": "recall@1"}
+        assert registry.get_sample_value("kb_training_held_out_recall", recall_at_1) is not None
         promoted = stack.clip.promoted()
         assert promoted is not None and promoted.version == checkpoint["version"].value
 
