@@ -153,30 +153,38 @@ class PipelineMetrics(Collector):
     def _count_run(self, record: RunRecord) -> None:
         run = record.dagster_run
         modality = self._modality(run)
+        # Series start at 0 (labels() alone), so the first increment shows in increase()
+        # and the panels over them have data before anything went wrong.
+        replays = self.replays.labels(modality)
         if "kb/replay-of" in run.tags:
-            self.replays.labels(modality).inc()
+            replays.inc()
         if run.job_name == JOB:
+            outcomes = {o: self.documents.labels(modality, o) for o in ("succeeded", "failed")}
             succeeded = run.status is DagsterRunStatus.SUCCESS
-            self.documents.labels(modality, "succeeded" if succeeded else "failed").inc()
+            outcomes["succeeded" if succeeded else "failed"].inc()
             if record.start_time and record.end_time:
                 seconds = record.end_time - record.start_time
                 self.document_seconds.labels(modality).observe(seconds)
         events = self._instance.get_records_for_run(run.run_id, of_type=_STEP_EVENTS).records
-        for record in events:
-            event = record.event_log_entry.dagster_event
+        for entry in events:
+            event = entry.event_log_entry.dagster_event
             if event is None:
                 continue
             asset = event.step_key or "unknown"
+            retries, timeouts = (
+                self.retries.labels(asset, modality),
+                self.timeouts.labels(asset, modality),
+            )
             if event.event_type is DagsterEventType.STEP_SUCCESS:
                 seconds = event.step_success_data.duration_ms / 1000
                 self.processing_seconds.labels(asset, modality).observe(seconds)
             elif event.event_type is DagsterEventType.STEP_UP_FOR_RETRY:
-                self.retries.labels(asset, modality).inc()
+                retries.inc()
             else:
                 error_class, _ = step_failure_details(event.step_failure_data)
                 self.step_failures.labels(asset, modality, error_class).inc()
                 if error_class == Timeout.error_class:
-                    self.timeouts.labels(asset, modality).inc()
+                    timeouts.inc()
 
     def _modality(self, run: DagsterRun) -> str:
         modality = self._topics.modality_of_ingest(run.tags.get("kb/source-topic", ""))
