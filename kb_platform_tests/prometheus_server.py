@@ -37,6 +37,11 @@ class Prometheus:
         assert answer["status"] == "success", answer
         return answer["data"]["result"]
 
+    def names(self) -> set[str]:
+        """Every metric name Prometheus holds samples of."""
+        answer = httpx.get(f"{self.url}/api/v1/label/__name__/values", timeout=10).json()
+        return set(answer["data"])
+
     def value(self, expr: str) -> float | None:
         """The single value of an instant query, None when it has no result."""
         result = self.query(expr)

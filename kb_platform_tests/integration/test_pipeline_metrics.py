@@ -17,7 +17,9 @@ from kb_platform.definitions import build_definitions
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
 from kb_platform.defs.reliability.offset_commit_sensor import commit_settled_offsets
 from kb_platform.observability.exporter import Exporter, build_exporter, serve
+from kb_platform.observability.training_metrics import TrainingMetrics
 from kb_platform.resources.processing import ProcessingResource
+from kb_platform_tests.dashboard_checks import BENTOML, DCGM, check_dashboards, service_names
 from kb_platform_tests.integration.kafka_helpers import (
     assert_all_accounted,
     failure_sensor_on,
@@ -127,6 +129,19 @@ def test_prometheus_sees_runs_failures_dead_letters_and_lag(
             "histogram_quantile(0.95, sum by (le) (kb_document_processing_seconds_bucket))"
         )
         assert p95 is not None and p95 > 0
+
+        # Every dashboard's expressions parse, name only metrics something exports, and the
+        # pipeline's own return data here.
+        exported = prometheus.names()
+        training = {family.name for family in TrainingMetrics(instance).collect()}
+        recorded = {"kb:documents_failed:ratio_rate5m"}
+        known = exported | training | recorded | service_names() | BENTOML | DCGM
+        pipeline = {n for n in exported if n.startswith("kb_")} | recorded
+        assert check_dashboards(prometheus, known, with_data=pipeline) >= 30
+        with pytest.raises(AssertionError, match="kb_dlq_depth"):  # a name nothing exports
+            check_dashboards(prometheus, known - {"kb_dlq_depth"}, with_data=pipeline)
+        with pytest.raises(AssertionError, match="bad_data"):  # an expression that cannot parse
+            prometheus.query("sum(rate(kb_dlq_depth[5m])")
 
     # A restarted exporter resumes where the last one stopped (kept in the instance): its
     # counters start at 0 and the runs counted before are not counted again.
