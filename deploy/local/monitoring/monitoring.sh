@@ -58,6 +58,9 @@ cmd_install() {
   binary prometheus-elasticsearch-exporter prometheus-elasticsearch-exporter >/dev/null
   mkdir -p "$DIR/logs"
   render_alertmanager_config
+  # The credentials Prometheus scrapes the encoder and RAG services with (prometheus.yml)
+  bash "$KB_REPO_ROOT/deploy/local/encoder/encoder.sh" install
+  bash "$KB_REPO_ROOT/deploy/local/rag/rag.sh" install
 }
 
 cmd_up() {
