@@ -253,7 +253,13 @@ def reprocess(only_failed: bool, dagster_host: str, dagster_port: int, in_proces
 
 
 @main.command()
-def audit() -> None:
+@click.option(
+    "--doc",
+    "doc_id",
+    help="print this document's audit trail (a doc_id, or a source "
+    "topic:partition:offset for a message that never got one) instead",
+)
+def audit(doc_id: str | None) -> None:
     """Account for every offset of every ingest partition; exits 1 if any is unaccounted."""
     from dagster import DagsterInstance
 
@@ -263,6 +269,9 @@ def audit() -> None:
 
     os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))
     kafka = build_resources(get_settings())["kafka"]
+    if doc_id:
+        _echo_trail(kafka, doc_id)
+        return
     consumer = kafka.consumer(kafka.consumer_group)
     try:
         with DagsterInstance.get() as instance:
@@ -276,6 +285,20 @@ def audit() -> None:
         sys.exit(1)
 
 
+def _echo_trail(kafka: KafkaResource, doc_id: str) -> None:
+    from kb_platform.kafka.audit_trail import format_trail, trail
+    from kb_platform.kafka.ingest_reader import READER_CONFIG
+
+    consumer = kafka.consumer(f"{kafka.consumer_group}-audit", **READER_CONFIG)
+    try:
+        records = trail(consumer, kafka.topics().audit, doc_id)
+    finally:
+        consumer.close()
+    if not records:
+        raise click.ClickException(f"no audit records for {doc_id} on {kafka.topics().audit}")
+    click.echo(format_trail(records))
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
@@ -287,6 +310,10 @@ def audit() -> None:
 @click.option("--timeout", default=3 * 3600.0, show_default=True, help="--follow: give up after")
 def produce(paths: tuple[Path, ...], follow: bool, interval: float, timeout: float) -> None:
     """Produce an ingest message (file:// reference) for each file to kb.ingest.<modality>."""
+    import getpass
+    import socket
+
+    from kb_platform.kafka.audit_trail import SENDER_HEADER
     from kb_platform.resources import build_resources
 
     kafka = build_resources(get_settings())["kafka"]
@@ -300,6 +327,8 @@ def produce(paths: tuple[Path, ...], follow: bool, interval: float, timeout: flo
         else:
             produced[(msg.topic(), msg.partition())].append(msg.offset())  # type: ignore[attr-defined]
 
+    # Who sent it, for the audit trail.
+    sender = [(SENDER_HEADER, f"kb-platform produce ({getpass.getuser()}@{socket.gethostname()})")]
     for path in _files(paths):
         modality = _declared_modality(path)
         message = IngestMessage(source_id=str(path), uri=path.resolve().as_uri(), modality=modality)
@@ -307,6 +336,7 @@ def produce(paths: tuple[Path, ...], follow: bool, interval: float, timeout: flo
             kafka.topics().ingest(modality),
             key=str(path).encode(),
             value=message.model_dump_json().encode(),
+            headers=sender,
             on_delivery=delivered,
         )
         producer.poll(0)

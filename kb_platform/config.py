@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str | None = None
     kafka_ingest_topic_prefix: str = "kb.ingest."  # + document, image, text, audio
     kafka_dlq_topic_prefix: str = "dlq."  # + <modality>.processing, general
+    kafka_audit_topic: str = "kb.audit"  # the ingestion audit trail
     kafka_consumer_group: str = "kb-ingest"
     kafka_topic_partitions: int = 3
     kafka_idle_wait_s: float = 3.5  # the ingest sensor's long poll when caught up

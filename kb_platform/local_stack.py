@@ -25,5 +25,6 @@ def dagster_dev_env(base: Path, port: str, index_base: str, kafka: KafkaResource
         "KB_ELASTICSEARCH_INDEX_BASE": index_base,
         "KB_KAFKA_INGEST_TOPIC_PREFIX": kafka.ingest_topic_prefix,
         "KB_KAFKA_DLQ_TOPIC_PREFIX": kafka.dlq_topic_prefix,
+        "KB_KAFKA_AUDIT_TOPIC": kafka.audit_topic,
         "KB_KAFKA_CONSUMER_GROUP": kafka.consumer_group,
     }

@@ -1,4 +1,4 @@
-"""The ingest and dead-letter topics (DESIGN.md section 3), created idempotently."""
+"""The ingest, dead-letter and audit topics (DESIGN.md section 3), created idempotently."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from kb_platform.contracts import Modality
 
 log = logging.getLogger(__name__)
 
+# The audit trail is kept: no time or size limit, never compacted (records are not replaced).
+AUDIT_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -19,6 +22,7 @@ class Topics:
     dlq_prefix: str = "dlq."
     dlq_suffix: str = ".processing"
     dlq_general_name: str = "dlq.general"
+    audit: str = "kb.audit"  # the ingestion audit trail (kafka.audit_trail)
 
     def ingest(self, modality: Modality) -> str:
         return f"{self.ingest_prefix}{modality.value}"
@@ -47,15 +51,25 @@ class Topics:
 
 
 def ensure_topics(
-    admin: AdminClient, names: list[str], *, partitions: int, replication: int = 1
+    admin: AdminClient,
+    names: list[str],
+    *,
+    partitions: int,
+    replication: int = 1,
+    config: dict[str, str] | None = None,
 ) -> list[str]:
-    """Creates the topics that do not exist yet; returns the ones it created."""
+    """Creates the topics that do not exist yet (with ``config``); returns those it created."""
     existing = set(admin.list_topics(timeout=15).topics)
     missing = [n for n in names if n not in existing]
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(n, num_partitions=partitions, replication_factor=replication) for n in missing]
+        [
+            NewTopic(
+                n, num_partitions=partitions, replication_factor=replication, config=config or {}
+            )
+            for n in missing
+        ]
     )
     created = []
     for name, future in futures.items():

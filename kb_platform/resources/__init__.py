@@ -23,6 +23,7 @@ def kafka_names(settings: Settings) -> dict[str, Any]:
         "bootstrap_servers": settings.kafka_bootstrap_servers,
         "ingest_topic_prefix": settings.kafka_ingest_topic_prefix,
         "dlq_topic_prefix": settings.kafka_dlq_topic_prefix,
+        "audit_topic": settings.kafka_audit_topic,
         "consumer_group": settings.kafka_consumer_group,
         "topic_partitions": settings.kafka_topic_partitions,
         "idle_wait_s": settings.kafka_idle_wait_s,

@@ -9,7 +9,7 @@ from confluent_kafka.admin import AdminClient
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from kb_platform.kafka.topics import Topics, ensure_topics
+from kb_platform.kafka.topics import AUDIT_TOPIC_CONFIG, Topics, ensure_topics
 
 
 class KafkaResource(ConfigurableResource):
@@ -23,6 +23,7 @@ class KafkaResource(ConfigurableResource):
     client_id: str = "kb-platform"
     ingest_topic_prefix: str = "kb.ingest."
     dlq_topic_prefix: str = "dlq."
+    audit_topic: str = "kb.audit"
     consumer_group: str = "kb-ingest"
     topic_partitions: int = Field(default=3, description="partitions of topics the setup creates")
     max_batch: int = Field(default=200, description="messages one sensor tick reads at most")
@@ -39,6 +40,7 @@ class KafkaResource(ConfigurableResource):
             ingest_prefix=self.ingest_topic_prefix,
             dlq_prefix=self.dlq_topic_prefix,
             dlq_general_name=f"{self.dlq_topic_prefix}general",
+            audit=self.audit_topic,
         )
 
     def namespaced(self, name: str, **overrides: Any) -> KafkaResource:
@@ -52,16 +54,20 @@ class KafkaResource(ConfigurableResource):
             sasl_password=self.sasl_password,
             ingest_topic_prefix=f"{name}.ingest.",
             dlq_topic_prefix=f"{name}.dlq.",
+            audit_topic=f"{name}.audit",
             consumer_group=f"{name}-group",
             **overrides,
         )
 
     def create_topics(self, partitions: int | None = None) -> tuple[list[str], list[str]]:
-        """(every ingest and dead-letter topic, those created now); existing ones are kept."""
-        topics = self.topics()
+        """(every ingest, dead-letter and audit topic, those created now); existing ones are
+        kept."""
+        topics, admin = self.topics(), self.admin()
         names = [*topics.all_ingest(), *topics.all_dlq()]
-        created = ensure_topics(self.admin(), names, partitions=partitions or self.topic_partitions)
-        return names, created
+        count = partitions or self.topic_partitions
+        created = ensure_topics(admin, names, partitions=count)
+        created += ensure_topics(admin, [topics.audit], partitions=count, config=AUDIT_TOPIC_CONFIG)
+        return [*names, topics.audit], created
 
     def client_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {

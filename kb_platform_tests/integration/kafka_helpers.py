@@ -14,6 +14,7 @@ from dagster import (
     build_run_status_sensor_context,
 )
 
+from kb_platform.defs.reliability.audit_sensor import audit_run_outcomes
 from kb_platform.defs.reliability.dead_letter_sensor import dead_letter_on_failure
 from kb_platform.kafka.audit import audit
 from kb_platform.resources.kafka import KafkaResource
@@ -71,17 +72,38 @@ def assert_no_duplicate_chunks(es, alias: str, doc_id: str) -> None:
     assert ids and len(ids) == len(set(ids))
 
 
+def _run_status_context(
+    name: str,
+    instance: DagsterInstance,
+    result: ExecuteInProcessResult,
+    status: DagsterEventType,
+    kafka_ns: KafkaResource,
+):  # type: ignore[no-untyped-def]
+    event = next(e for e in result.all_events if e.event_type is status)
+    return build_run_status_sensor_context(
+        sensor_name=name,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+        dagster_event=event,
+        resources={"kafka": kafka_ns},
+    )
+
+
 def failure_sensor_on(
     instance: DagsterInstance, result: ExecuteInProcessResult, kafka_ns: KafkaResource
 ) -> RunRequest | None:
     """One evaluation of ``dead_letter_on_failure`` for the failed run ``result``."""
-    run = instance.get_run_by_id(result.run_id)
-    failure = next(e for e in result.all_events if e.event_type is DagsterEventType.RUN_FAILURE)
-    with build_run_status_sensor_context(
-        sensor_name="dead_letter_on_failure",
-        dagster_instance=instance,
-        dagster_run=run,
-        dagster_event=failure,
-        resources={"kafka": kafka_ns},
+    with _run_status_context(
+        "dead_letter_on_failure", instance, result, DagsterEventType.RUN_FAILURE, kafka_ns
     ) as context:
         return dead_letter_on_failure(context.for_run_failure())
+
+
+def outcome_sensor_on(
+    instance: DagsterInstance, result: ExecuteInProcessResult, kafka_ns: KafkaResource
+) -> None:
+    """One evaluation of ``audit_run_outcomes`` for the successful run ``result``."""
+    with _run_status_context(
+        "audit_run_outcomes", instance, result, DagsterEventType.RUN_SUCCESS, kafka_ns
+    ) as context:
+        audit_run_outcomes(context)

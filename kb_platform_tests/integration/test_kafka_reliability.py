@@ -18,7 +18,9 @@ from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
 from kb_platform.defs.reliability.dlq_replay_sensor import MAX_ATTEMPTS, dlq_replay, replay_delay_s
 from kb_platform.defs.reliability.offset_commit_sensor import commit_settled_offsets
 from kb_platform.kafka.audit import audit
+from kb_platform.kafka.audit_trail import Event, trail
 from kb_platform.kafka.dead_letters import DeadLetter, headers_dict
+from kb_platform.kafka.ingest_reader import READER_CONFIG
 from kb_platform.kafka.ledger import MessageState, markers
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.runs import failed_partitions
@@ -126,3 +128,14 @@ def test_dead_letters_are_replayed_with_backoff_then_parked(stack) -> None:
         f"{topic}:0:11": MessageState.PARKED
     }
     assert replay_delay_s(1) == 60 and replay_delay_s(3) == 240 and replay_delay_s(20) == 3600
+    # The replay and the parking are in the audit trail, by document.
+    consumer = kafka.consumer("audit-reader", **READER_CONFIG)
+    replayed = trail(consumer, kafka.topics().audit, "a" * 16)
+    parked = trail(consumer, kafka.topics().audit, "b" * 16)
+    consumer.close()
+    assert [(r.event, r.source, r.detail) for r in replayed] == [
+        (Event.REPLAYED, f"{topic}:0:10", "attempt 2")
+    ]
+    assert [(r.event, r.detail) for r in parked] == [
+        (Event.PARKED, f"after {MAX_ATTEMPTS} attempts")
+    ]

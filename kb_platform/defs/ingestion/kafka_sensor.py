@@ -6,12 +6,14 @@ where consumer lag counts it, and a lone message still starts its run at once), 
 message's content (stored under its doc_id), and returns the run requests, the new dynamic
 partitions and the advanced cursor in one ``SensorResult``, so they move together. A message
 that cannot even be parsed goes to ``dlq.general``, one whose content is refused to
-``dlq.<modality>.processing``: nothing is skipped silently. Run keys
+``dlq.<modality>.processing``: nothing is skipped silently. What was admitted or dead-lettered
+goes to the audit trail. Run keys
 (``topic:partition:offset``) keep a re-read message from starting a second run.
 """
 
 from pathlib import Path
 
+from confluent_kafka import Message
 from dagster import (
     DagsterInstance,
     DagsterRunStatus,
@@ -28,7 +30,8 @@ from kb_platform.contracts import IngestMessage, Modality
 from kb_platform.defs.ingestion.partitions import documents_partitions
 from kb_platform.errors import InvalidMessage, KbError
 from kb_platform.intake import admit
-from kb_platform.kafka import ledger
+from kb_platform.kafka import audit_trail, ledger
+from kb_platform.kafka.audit_trail import AuditRecord, Event, sender_of
 from kb_platform.kafka.dead_letters import DeadLetter, publish
 from kb_platform.kafka.ingest_reader import (
     READER_CONFIG,
@@ -102,21 +105,37 @@ def kafka_ingest_sensor(
     run_requests: list[RunRequest] = []
     new_doc_ids: list[str] = []
     dead: dict[str, list[DeadLetter]] = {}
+    trail: list[AuditRecord] = []
     blocked: set[str] = set()  # partitions stopped at a transient error, retried next tick
+
+    def refuse(msg: Message, dlq: str, exc: KbError, parsed: IngestMessage | None) -> None:
+        """Dead-letters a message refused at intake (it gets no doc_id), with its audit record."""
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        dead.setdefault(dlq, []).append(
+            DeadLetter(msg.key(), msg.value(), topic, partition, offset, exc.error_class, str(exc))
+        )
+        trail.append(
+            AuditRecord(
+                Event.DEAD_LETTERED,
+                "",
+                source_key(topic, partition, offset),
+                sender=sender_of(msg, parsed),
+                source_id=parsed.source_id if parsed else "",
+                detail=exc.error_class,
+            )
+        )
+
     for msg in messages:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         where = partition_key(topic, partition)
         if where in blocked:
             continue
         declared = topics.modality_of_ingest(topic)
+        source = source_key(topic, partition, offset)
         try:
             message = IngestMessage.parse(msg.value() or b"")
         except InvalidMessage as exc:
-            dead.setdefault(topics.dlq(None), []).append(
-                DeadLetter(
-                    msg.key(), msg.value(), topic, partition, offset, exc.error_class, str(exc)
-                )
-            )
+            refuse(msg, topics.dlq(None), exc, None)
         else:
             try:
                 doc_id = admit(
@@ -130,14 +149,18 @@ def kafka_ingest_sensor(
                     context.log.warning("%s:%d held back: %s", where, offset, exc)
                     blocked.add(where)
                     continue
-                modality = declared or Modality(message.modality)
-                dead.setdefault(topics.dlq(modality), []).append(
-                    DeadLetter(
-                        msg.key(), msg.value(), topic, partition, offset, exc.error_class, str(exc)
-                    )
-                )
+                refuse(msg, topics.dlq(declared or Modality(message.modality)), exc, message)
             else:
                 new_doc_ids.append(doc_id)
+                trail.append(
+                    AuditRecord(
+                        Event.ADMITTED,
+                        doc_id,
+                        source,
+                        sender=sender_of(msg, message),
+                        source_id=message.source_id,
+                    )
+                )
                 run_requests.append(
                     RunRequest(
                         run_key=f"{topic}:{partition}:{offset}",
@@ -161,6 +184,8 @@ def kafka_ingest_sensor(
                 [source_key(d.source_topic, d.source_partition, d.source_offset) for d in letters],
                 MessageState.DEAD_LETTERED,
             )
+    if trail:  # confirmed before the cursor moves, like the dead letters
+        audit_trail.write(kafka.producer(), topics.audit, trail)
     for topic_partition in positions:  # partitions with nothing new still get a cursor entry
         key = partition_key(topic_partition.topic, topic_partition.partition)
         if topic_partition.offset >= 0:

@@ -18,7 +18,8 @@ from dagster import (
 
 from kb_platform.contracts import Modality
 from kb_platform.defs.processing import process_documents
-from kb_platform.kafka import ledger
+from kb_platform.kafka import audit_trail, ledger
+from kb_platform.kafka.audit_trail import AuditRecord, Event
 from kb_platform.kafka.dead_letters import DeadLetter, publish
 from kb_platform.kafka.ingest_reader import fetch_message
 from kb_platform.kafka.ledger import SETTLED_RUN_TAG, MessageState, source_key
@@ -95,6 +96,19 @@ def dead_letter_on_failure(
         topics.dlq(topics.modality_of_ingest(topic) or Modality.DOCUMENT),
         [letter],
         PUBLISH_TIMEOUT_S,
+    )
+    audit_trail.write(
+        kafka.producer(),
+        topics.audit,
+        [
+            AuditRecord(
+                Event.DEAD_LETTERED,
+                letter.doc_id,
+                source_key(topic, partition, offset),
+                run_id=run.run_id,
+                detail=f"{error_class} after {letter.attempts} attempt(s)",
+            )
+        ],
     )
     # Marked after the broker confirmed the letter: a restart in between publishes it again
     # (at least once; the run-id header tells duplicates apart), never not at all.

@@ -10,7 +10,8 @@ import time
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
 
 from kb_platform.contracts import Modality
-from kb_platform.kafka import ledger
+from kb_platform.kafka import audit_trail, ledger
+from kb_platform.kafka.audit_trail import AuditRecord, Event
 from kb_platform.kafka.dead_letters import headers_dict
 from kb_platform.kafka.ingest_reader import (
     READER_CONFIG,
@@ -52,6 +53,7 @@ def dlq_replay(context: SensorEvaluationContext, kafka: KafkaResource) -> Sensor
         consumer.close()
 
     requests, parked, waiting = [], [], set()
+    trail: list[AuditRecord] = []
     now = time.time()
     for letter in letters:
         where = partition_key(letter.topic(), letter.partition())
@@ -67,6 +69,9 @@ def dlq_replay(context: SensorEvaluationContext, kafka: KafkaResource) -> Sensor
             pass  # refused at intake: the same content would be refused again; stays dead-lettered
         elif attempts >= MAX_ATTEMPTS:
             parked.append(source)
+            trail.append(
+                AuditRecord(Event.PARKED, doc_id, source, detail=f"after {attempts} attempts")
+            )
         else:
             _, published_ms = letter.timestamp()
             if now < published_ms / 1000 + replay_delay_s(attempts):
@@ -87,7 +92,12 @@ def dlq_replay(context: SensorEvaluationContext, kafka: KafkaResource) -> Sensor
                     },
                 )
             )
+            trail.append(
+                AuditRecord(Event.REPLAYED, doc_id, source, detail=f"attempt {attempts + 1}")
+            )
         cursor.next_offsets[where] = letter.offset() + 1
+    if trail:
+        audit_trail.write(kafka.producer(), topics.audit, trail)
     ledger.record(context.instance, parked, MessageState.PARKED)
     context.log.info(
         "%d dead letters: %d replayed, %d parked", len(letters), len(requests), len(parked)

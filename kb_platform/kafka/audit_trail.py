@@ -1,0 +1,106 @@
+"""The ingestion audit trail: an append-only record of what happened to each document, on its
+own topic (``kb.audit``, kept without a retention limit and never compacted): who sent it and
+when it was admitted, indexed, dead-lettered, replayed, parked or deleted. A record is keyed by its
+doc_id (or, for a message that never got one, by its source ``topic:partition:offset``), so one
+document's records stay in order on one partition. The sensors write them as they act (at least
+once: a tick that fails after writing writes again); ``kb-platform audit --doc`` reads them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from kb_platform.contracts import IngestMessage
+from kb_platform.kafka.dead_letters import headers_dict
+from kb_platform.kafka.ingest_reader import read_batch, topic_partitions
+
+SENDER_HEADER = "kb-sender"  # who produced an ingest message (`kb-platform produce` sets it)
+MAX_RECORDS = 100_000  # records one `audit --doc` reads at most
+PUBLISH_TIMEOUT_S = 15.0
+READ_TIMEOUT_S = 10.0
+
+
+class Event(StrEnum):
+    ADMITTED = "admitted"
+    INDEXED = "indexed"
+    DEAD_LETTERED = "dead_lettered"
+    REPLAYED = "replayed"
+    PARKED = "parked"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    event: Event
+    doc_id: str
+    source: str  # topic:partition:offset of the ingest message
+    at: str = ""  # ISO 8601, UTC; now when empty
+    sender: str = ""
+    source_id: str = ""
+    run_id: str = ""
+    detail: str = ""
+
+    def key(self) -> bytes:
+        return (self.doc_id or self.source).encode()
+
+    def to_json(self) -> bytes:
+        at = self.at or datetime.now(UTC).isoformat()
+        return json.dumps({**asdict(self), "event": self.event.value, "at": at}).encode()
+
+    @classmethod
+    def from_json(cls, value: bytes) -> AuditRecord:
+        data = json.loads(value)
+        return cls(**{**data, "event": Event(data["event"])})
+
+
+def sender_of(message: Message, parsed: IngestMessage | None) -> str:
+    """Who sent an ingest message: its sender header, else its metadata's ``sender``."""
+    header = headers_dict(message.headers()).get(SENDER_HEADER, "")
+    metadata = (parsed.metadata or {}) if parsed else {}
+    return header or str(metadata.get("sender", ""))
+
+
+def write(producer: Producer, topic: str, records: list[AuditRecord]) -> None:
+    """Produces the records and waits until the broker has them all; raises if it has not."""
+    errors: list[str] = []
+
+    def delivered(err, _msg) -> None:  # type: ignore[no-untyped-def]
+        if err is not None:
+            errors.append(str(err))
+
+    for record in records:
+        producer.produce(topic, key=record.key(), value=record.to_json(), on_delivery=delivered)
+    remaining = producer.flush(PUBLISH_TIMEOUT_S) if records else 0
+    if remaining or errors:
+        raise RuntimeError(f"audit records not confirmed: {remaining} pending, {errors[:3]}")
+
+
+def trail(consumer: Consumer, topic: str, doc_or_source: str) -> list[AuditRecord]:
+    """Every record of one document (by doc_id, or by source for one that never got a doc_id),
+    oldest first; the consumer must report partition ends (``READER_CONFIG``)."""
+    starts = []
+    for tp in topic_partitions(consumer, [topic]):
+        low, _ = consumer.get_watermark_offsets(tp, timeout=READ_TIMEOUT_S)
+        starts.append(TopicPartition(tp.topic, tp.partition, low))
+    key = doc_or_source.encode()
+    found = [
+        AuditRecord.from_json(m.value() or b"{}")
+        for m in read_batch(consumer, starts, MAX_RECORDS, READ_TIMEOUT_S)
+        if m.key() == key
+    ]
+    return sorted(found, key=lambda r: r.at)
+
+
+def format_trail(records: list[AuditRecord]) -> str:
+    lines = []
+    for r in records:
+        who = f" by {r.sender}" if r.sender else ""
+        run = f" run {r.run_id}" if r.run_id else ""
+        detail = f": {r.detail}" if r.detail else ""
+        lines.append(f"{r.at}  {r.event.value:<13} {r.source}{who}{run}{detail}")
+    return "\n".join(lines)
