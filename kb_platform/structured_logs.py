@@ -1,18 +1,22 @@
-"""Structured JSON logs: one object a line, each with the request id of the request it is for."""
+"""Structured JSON logs: one object a line. The services' lines carry the request id of the
+request they are for; the pipeline's (Dagster's run and step logs, through ``dagster.yaml``'s
+``python_logs.dagster_handler_config``) the run id, job, step, event type and document."""
 
 from __future__ import annotations
 
 import contextvars
 import json
 import logging
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "kb_request_id", default=None
 )
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "dagster_meta"}
 
 
 def current_request_id() -> str | None:
@@ -45,6 +49,38 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+class DagsterJsonFormatter(JsonFormatter):
+    """JSON lines of Dagster's log records (``context.log``, the run's events): the message
+    without Dagster's prefix, and from the record's Dagster metadata the run id, job, step, event
+    type and doc_id (the run's ``kb/doc_id`` tag, else its partition)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        meta = getattr(record, "dagster_meta", None)
+        if not isinstance(meta, dict):
+            return super().format(record)
+        tags = meta.get("job_tags") or {}
+        event = meta.get("dagster_event")
+        fields = {
+            "run_id": meta.get("run_id"),
+            "job": meta.get("job_name"),
+            "step": meta.get("step_key"),
+            "event": event.event_type_value if event is not None else None,
+            "doc_id": tags.get("kb/doc_id") or tags.get("dagster/partition"),
+        }
+        entry = json.loads(super().format(record))
+        entry["message"] = meta.get("orig_message") or entry["message"]
+        entry.update({k: v for k, v in fields.items() if v})
+        return json.dumps(entry, default=str)
+
+
+def dagster_home_log_handler(filename: str = "logs/runs.jsonl") -> logging.Handler:
+    """A handler appending to ``$DAGSTER_HOME/<filename>`` (the local instance's run log; every
+    process of the instance appends whole lines to it), for dagster.yaml's handler config."""
+    path = Path(os.environ.get("DAGSTER_HOME", ".")) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return logging.FileHandler(path, encoding="utf-8")
 
 
 def configure_json_logging(level: int = logging.INFO) -> None:

@@ -18,7 +18,7 @@ from kb_platform.encoder_service.clip_models import ClipItem
 from kb_platform.encoder_service.front_door import EncoderFrontDoor
 from kb_platform.encoder_service.runtime import EncoderRuntime
 from kb_platform.encoder_service.settings import get_encoder_settings
-from kb_platform.serving.logs import configure_json_logging
+from kb_platform.structured_logs import configure_json_logging
 
 SETTINGS = get_encoder_settings()
 

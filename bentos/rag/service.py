@@ -19,11 +19,11 @@ from starlette.responses import JSONResponse
 
 from kb_platform.models.generator import MODEL_NAME, import_to_store
 from kb_platform.serving.errors import ServingError
-from kb_platform.serving.logs import configure_json_logging, current_request_id
 from kb_platform.serving.middleware import ServingMiddleware
 from kb_platform.serving.runtime import RagRuntime
 from kb_platform.serving.schemas import AskRequest, AskResponse, SearchRequest, SearchResponse
 from kb_platform.serving.settings import get_serving_settings
+from kb_platform.structured_logs import configure_json_logging, current_request_id
 
 log = logging.getLogger("kb_platform.serving.service")
 T = TypeVar("T")

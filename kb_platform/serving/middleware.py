@@ -29,10 +29,10 @@ from kb_platform.serving.asgi import (
 )
 from kb_platform.serving.auth import ApiKeys
 from kb_platform.serving.errors import ServingError
-from kb_platform.serving.logs import reset_request_id, set_request_id
 from kb_platform.serving.metrics import metrics
 from kb_platform.serving.ratelimit import RateLimiter
 from kb_platform.serving.settings import ServingSettings, get_serving_settings
+from kb_platform.structured_logs import reset_request_id, set_request_id
 
 access_log = logging.getLogger("kb_platform.serving.access")
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ class ServingMiddleware:
         state["closed"] = True
 
     async def _error(self, send: Send, exc: ServingError, request_id: str | None) -> None:
-        from kb_platform.serving.logs import current_request_id
+        from kb_platform.structured_logs import current_request_id
 
         body = json.dumps(exc.body(request_id or current_request_id())).encode()
         headers = [
