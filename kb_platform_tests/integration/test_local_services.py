@@ -80,6 +80,7 @@ def test_crash_on_start_shows_the_log(tmp_path: Path) -> None:
         "KB_KAFKA_PORT": str(free_port()),
         "KB_KAFKA_CONTROLLER_PORT": str(free_port()),
         "KB_KAFKA_HEAP": "-Xmx1x",  # the JVM refuses this and exits at once
+        "KB_KAFKA_JMX_PORT": "",  # no JMX exporter agent: the shared broker's holds its port
     }
     result = _script("kafka", "up", env)
     assert result.returncode != 0

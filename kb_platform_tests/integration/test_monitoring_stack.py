@@ -15,7 +15,7 @@ from kb_platform.config import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "deploy" / "local" / "monitoring" / "monitoring.sh"
 PROMETHEUS = "http://127.0.0.1:9090"
-SCRAPED = {"kb-exporter", "node", "elasticsearch", "prometheus", "alertmanager"}
+SCRAPED = {"kb-exporter", "kafka", "node", "elasticsearch", "prometheus", "alertmanager"}
 
 
 def monitoring(action: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,8 @@
 #
 # Environment: KB_KAFKA_PORT (9092), KB_KAFKA_CONTROLLER_PORT (9093),
 #   KB_KAFKA_HEAP ("-Xms256m -Xmx512m"), KB_KAFKA_PARTITIONS (3), KB_KAFKA_START_TIMEOUT (90),
-#   KB_KAFKA_DATA_DIR, KB_KAFKA_LOG_DIR, KB_JAVA (java binary, 17+), plus lib.sh's
+#   KB_KAFKA_DATA_DIR, KB_KAFKA_LOG_DIR, KB_KAFKA_JMX_PORT (9404, the JMX exporter's /metrics;
+#   empty for none), KB_JAVA (java binary, 17+), plus lib.sh's
 #   KB_CACHE_DIR and KB_LOCAL_DIR.
 set -euo pipefail
 
@@ -27,6 +28,11 @@ CONTROLLER_PORT="${KB_KAFKA_CONTROLLER_PORT:-9093}"
 HEAP="${KB_KAFKA_HEAP:--Xms256m -Xmx512m}"
 PARTITIONS="${KB_KAFKA_PARTITIONS:-3}"
 START_TIMEOUT="${KB_KAFKA_START_TIMEOUT:-90}"
+# The Prometheus JMX exporter agent's /metrics (deploy/prometheus scrapes it); empty: no agent.
+JMX_PORT="${KB_KAFKA_JMX_PORT-9404}"
+JMX_POM="$HERE/jmx/pom.xml"
+JMX_VERSION="$(sed -n 's:.*<jmx.exporter.version>\(.*\)</jmx.exporter.version>.*:\1:p' "$JMX_POM")"
+JMX_DIR="$KB_CACHE_DIR/jmx-exporter-$JMX_VERSION"
 
 LIB_DIR="$KB_CACHE_DIR/kafka-$KAFKA_VERSION"
 STATE_DIR="$(service_dir kafka)"
@@ -50,6 +56,9 @@ cmd_install() {
   maven_fetch "$POM" "$LIB_DIR"
   compgen -G "$LIB_DIR/kafka_2.13-$KAFKA_VERSION.jar" >/dev/null ||
     die "$LIB_DIR is marked complete but has no kafka_2.13-$KAFKA_VERSION.jar; delete the folder and retry"
+  maven_fetch "$JMX_POM" "$JMX_DIR"
+  [[ -f "$JMX_DIR/jmx_prometheus_javaagent-$JMX_VERSION.jar" ]] ||
+    die "$JMX_DIR is marked complete but has no jmx_prometheus_javaagent-$JMX_VERSION.jar; delete the folder and retry"
 }
 
 write_config() {
@@ -161,6 +170,11 @@ cmd_up() {
   [[ -z "$stray" ]] || die "a Kafka of this checkout runs without a pid file (pid ${stray% }); run: $0 down"
   require_free_port "$PORT" "$LOG_FILE"
   require_free_port "$CONTROLLER_PORT" "$LOG_FILE"
+  local agent=()
+  if [[ -n "$JMX_PORT" ]]; then
+    require_free_port "$JMX_PORT" "$LOG_FILE"
+    agent=("-javaagent:$JMX_DIR/jmx_prometheus_javaagent-$JMX_VERSION.jar=$HOST:$JMX_PORT:$HERE/jmx-exporter.yml")
+  fi
 
   java="$(java_bin "Kafka $KAFKA_VERSION")"
   if [[ "$(stat -c %s "$LOG_FILE" 2>/dev/null || echo 0)" -gt $((50 * 1024 * 1024)) ]]; then
@@ -172,7 +186,7 @@ cmd_up() {
   offset="$(stat -c %s "$LOG_FILE")"
   read -r -a heap <<<"$HEAP"
   log "starting Kafka $KAFKA_VERSION on $HOST:$PORT (controller $CONTROLLER_PORT); log: $LOG_FILE"
-  start_detached kafka "$LOG_FILE" "$java" "${heap[@]}" \
+  start_detached kafka "$LOG_FILE" "$java" "${heap[@]}" "${agent[@]}" \
     -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$LOG4J_CONF" \
     -cp "$LIB_DIR/*" kafka.Kafka "$CONF" 9>&- # the broker must not inherit the lock
