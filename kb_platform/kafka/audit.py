@@ -10,7 +10,7 @@ from dagster import DagsterInstance
 
 from kb_platform.kafka import ledger
 from kb_platform.kafka.ingest_reader import topic_partitions
-from kb_platform.kafka.ledger import MessageState
+from kb_platform.kafka.ledger import SETTLED, MessageState
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class PartitionAudit:
     high: int
     committed: int
     counts: dict[MessageState, int]
+    first_unsettled: int | None = None  # from the committed offset on (what consumer lag waits on)
 
     @property
     def lag(self) -> int:
@@ -42,14 +43,16 @@ def audit(consumer: Consumer, instance: DagsterInstance, topics: list[str]) -> l
         low, high = consumer.get_watermark_offsets(tp, timeout=10)
         read_until = ledger.read_position(instance, tp.topic, tp.partition)
         states = ledger.classify(instance, tp.topic, tp.partition, range(low, high), read_until)
+        start = max(committed.get((tp.topic, tp.partition), -1), low)
         report.append(
             PartitionAudit(
                 tp.topic,
                 tp.partition,
                 low,
                 high,
-                max(committed.get((tp.topic, tp.partition), -1), low),
+                start,
                 dict(collections.Counter(states.values())),
+                next((o for o in range(start, high) if states[o] not in SETTLED), None),
             )
         )
     return report

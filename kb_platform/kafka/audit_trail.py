@@ -13,11 +13,12 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer
 
 from kb_platform.contracts import IngestMessage
+from kb_platform.kafka.confirmed import produce_confirmed
 from kb_platform.kafka.dead_letters import headers_dict
-from kb_platform.kafka.ingest_reader import read_batch, topic_partitions
+from kb_platform.kafka.ingest_reader import read_from_beginning
 
 SENDER_HEADER = "kb-sender"  # who produced an ingest message (`kb-platform produce` sets it)
 MAX_RECORDS = 100_000  # records one `audit --doc` reads at most
@@ -67,30 +68,17 @@ def sender_of(message: Message, parsed: IngestMessage | None) -> str:
 
 def write(producer: Producer, topic: str, records: list[AuditRecord]) -> None:
     """Produces the records and waits until the broker has them all; raises if it has not."""
-    errors: list[str] = []
-
-    def delivered(err, _msg) -> None:  # type: ignore[no-untyped-def]
-        if err is not None:
-            errors.append(str(err))
-
-    for record in records:
-        producer.produce(topic, key=record.key(), value=record.to_json(), on_delivery=delivered)
-    remaining = producer.flush(PUBLISH_TIMEOUT_S) if records else 0
-    if remaining or errors:
-        raise RuntimeError(f"audit records not confirmed: {remaining} pending, {errors[:3]}")
+    produced = [(record.key(), record.to_json(), None) for record in records]
+    produce_confirmed(producer, topic, produced, PUBLISH_TIMEOUT_S, "audit records")
 
 
 def trail(consumer: Consumer, topic: str, doc_or_source: str) -> list[AuditRecord]:
     """Every record of one document (by doc_id, or by source for one that never got a doc_id),
     oldest first; the consumer must report partition ends (``READER_CONFIG``)."""
-    starts = []
-    for tp in topic_partitions(consumer, [topic]):
-        low, _ = consumer.get_watermark_offsets(tp, timeout=READ_TIMEOUT_S)
-        starts.append(TopicPartition(tp.topic, tp.partition, low))
     key = doc_or_source.encode()
     found = [
         AuditRecord.from_json(m.value() or b"{}")
-        for m in read_batch(consumer, starts, MAX_RECORDS, READ_TIMEOUT_S)
+        for m in read_from_beginning(consumer, [topic], MAX_RECORDS, READ_TIMEOUT_S)
         if m.key() == key
     ]
     return sorted(found, key=lambda r: r.at)

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
+from kb_platform.kafka.confirmed import produce_confirmed
+
 HEADER_NAMES = (
     "source-topic",
     "source-partition",
@@ -53,25 +55,8 @@ class DeadLetter:
 
 def publish(producer: Producer, topic: str, letters: list[DeadLetter], timeout_s: float) -> None:
     """Produces the letters and waits until the broker has them all; raises if it has not."""
-    errors: list[str] = []
-
-    def delivered(err, _msg) -> None:  # type: ignore[no-untyped-def]
-        if err is not None:
-            errors.append(str(err))
-
-    for letter in letters:
-        producer.produce(
-            topic,
-            key=letter.key,
-            value=letter.value,
-            headers=letter.headers(),
-            on_delivery=delivered,
-        )
-    remaining = producer.flush(timeout_s)
-    if remaining or errors:
-        raise RuntimeError(
-            f"dead letters not confirmed by the broker: {remaining} pending, {errors[:3]}"
-        )
+    records = [(letter.key, letter.value, letter.headers()) for letter in letters]
+    produce_confirmed(producer, topic, records, timeout_s, "dead letters")
 
 
 def headers_dict(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:

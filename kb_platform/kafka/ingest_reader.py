@@ -108,6 +108,18 @@ def read_batch(
     return sorted(messages, key=lambda m: (m.topic(), m.partition(), m.offset()))
 
 
+def read_from_beginning(
+    consumer: Consumer, topics: list[str], max_messages: int, timeout_s: float
+) -> list[Message]:
+    """What is still on ``topics``, from each partition's low watermark (at most
+    ``max_messages``); the consumer must report partition ends (``READER_CONFIG``)."""
+    starts = []
+    for tp in topic_partitions(consumer, topics):
+        low, _ = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+        starts.append(TopicPartition(tp.topic, tp.partition, low))
+    return read_batch(consumer, starts, max_messages, timeout_s)
+
+
 def fetch_message(
     consumer: Consumer, topic: str, partition: int, offset: int, timeout_s: float = 10.0
 ) -> Message | None:

@@ -38,7 +38,7 @@ def oldest_unsettled(
     """The longest-waiting unsettled message over all partitions of ``topics``, if any."""
     partitions = topic_partitions(consumer, topics)
     committed = consumer.committed(partitions, timeout=10) if partitions else []
-    oldest: Waiting | None = None
+    first: list[tuple[str, int, int]] = []
     for tp in committed:
         _, high = consumer.get_watermark_offsets(tp, timeout=10)
         start = max(tp.offset, 0)
@@ -46,14 +46,22 @@ def oldest_unsettled(
         scan = range(start, min(high, start + MAX_SCAN))
         states = ledger.classify(instance, tp.topic, tp.partition, scan, read_until)
         offset = next((o for o in scan if states[o] not in SETTLED), None)
-        if offset is None:
-            continue
-        message = fetch_message(consumer, tp.topic, tp.partition, offset)
+        if offset is not None:
+            first.append((tp.topic, tp.partition, offset))
+    return oldest_of(consumer, first)
+
+
+def oldest_of(consumer: Consumer, positions: list[tuple[str, int, int]]) -> Waiting | None:
+    """Of the messages at ``positions`` (topic, partition, offset: each partition's first
+    unsettled one), the one produced first."""
+    oldest: Waiting | None = None
+    for topic, partition, offset in positions:
+        message = fetch_message(consumer, topic, partition, offset)
         if message is None:
             continue  # deleted by retention meanwhile: nothing left to wait for
         produced_at = message.timestamp()[1] / 1000
         if oldest is None or produced_at < oldest.produced_at:
-            oldest = Waiting(tp.topic, tp.partition, offset, produced_at)
+            oldest = Waiting(topic, partition, offset, produced_at)
     return oldest
 
 

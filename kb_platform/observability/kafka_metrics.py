@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message
 from dagster import DagsterInstance
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -27,8 +27,8 @@ from prometheus_client.registry import Collector
 from kb_platform.kafka import ledger
 from kb_platform.kafka.audit import PartitionAudit, audit
 from kb_platform.kafka.dead_letters import headers_dict
-from kb_platform.kafka.ingest_reader import read_batch, topic_partitions
-from kb_platform.kafka.lag import oldest_unsettled
+from kb_platform.kafka.ingest_reader import read_from_beginning
+from kb_platform.kafka.lag import oldest_of
 from kb_platform.kafka.ledger import MessageState
 from kb_platform.kafka.topics import Topics
 
@@ -49,11 +49,7 @@ class Letter:
 def letters_on(consumer: Consumer, topics: list[str]) -> list[Letter]:
     """The dead letters on ``topics`` from their beginning (at most ``MAX_LETTERS``); the
     consumer must report partition ends (``READER_CONFIG``)."""
-    starts = []
-    for tp in topic_partitions(consumer, topics):
-        low, _ = consumer.get_watermark_offsets(tp, timeout=READ_TIMEOUT_S)
-        starts.append(TopicPartition(tp.topic, tp.partition, low))
-    return [_letter(m) for m in read_batch(consumer, starts, MAX_LETTERS, READ_TIMEOUT_S)]
+    return [_letter(m) for m in read_from_beginning(consumer, topics, MAX_LETTERS, READ_TIMEOUT_S)]
 
 
 def _letter(message: Message) -> Letter:
@@ -125,7 +121,12 @@ class KafkaMetrics(Collector):
         group, reader = self._group_consumer(), self._reader()
         try:
             report = audit(group, self._instance, ingest)
-            waiting = {t: oldest_unsettled(group, self._instance, [t]) for t in ingest}
+            # The audit found each partition's first unsettled message: its age is the lag.
+            first: dict[str, list[tuple[str, int, int]]] = collections.defaultdict(list)
+            for row in report:
+                if row.first_unsettled is not None:
+                    first[row.topic].append((row.topic, row.partition, row.first_unsettled))
+            waiting = {t: oldest_of(group, first[t]) for t in ingest}
             letters = letters_on(reader, dlq)
         finally:
             group.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,14 @@ from kb_platform.contracts import Modality
 from kb_platform.definitions import build_definitions
 from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
+from kb_platform.observability.exporter import Exporter, build_exporter, serve
 from kb_platform.resources.blob_store import LocalBlobStore
 from kb_platform.resources.clip import ClipResource
 from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.parquet_io import ParquetIOManager
 from kb_platform.resources.processing import ProcessingResource
+from kb_platform_tests.ports import free_port
 
 
 @pytest.fixture
@@ -53,3 +57,29 @@ def stack(
     with DagsterInstance.ephemeral() as instance:
         yield instance, defs, scoped
     delete_family(es, IndexNames(index_base))
+
+
+@dataclass
+class ServedExporter:
+    """The pipeline exporter over the ``stack``'s instance and topics, serving /metrics."""
+
+    exporter: Exporter
+    address: str  # host:port
+    stopping: threading.Event
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def served_exporter(stack, settings) -> Iterator[ServedExporter]:
+    instance, _, kafka = stack
+    exporter = build_exporter(instance, kafka, ProcessingResource.from_settings(settings))
+    port, stopping = free_port(), threading.Event()
+    thread = threading.Thread(target=serve, args=(exporter, "127.0.0.1", port, stopping))
+    thread.start()
+    served = ServedExporter(exporter, f"127.0.0.1:{port}", stopping, thread)
+    yield served
+    served.stop()

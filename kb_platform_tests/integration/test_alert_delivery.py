@@ -16,8 +16,6 @@ from pathlib import Path
 import pytest
 
 from kb_platform.config import REPO_ROOT
-from kb_platform.observability.exporter import build_exporter, serve
-from kb_platform.resources.processing import ProcessingResource
 from kb_platform_tests.ports import free_port
 from kb_platform_tests.prometheus_server import running_alertmanager, running_prometheus
 
@@ -77,35 +75,25 @@ def fired(name: str, path: str):  # type: ignore[no-untyped-def]
 
 
 def test_a_stopped_exporter_pages_and_reaches_slack(
-    stack, settings, receiver, tmp_path: Path
+    served_exporter, receiver, tmp_path: Path
 ) -> None:
-    instance, _, kafka = stack
     got, webhook_port = receiver
-    exporter = build_exporter(instance, kafka, ProcessingResource.from_settings(settings))
-    port, stop = free_port(), threading.Event()
-    serving = threading.Thread(target=serve, args=(exporter, "127.0.0.1", port, stop))
-    serving.start()
     config = (REPO_ROOT / "deploy/prometheus/alertmanager.local.yml").read_text()
     config = config.replace("KB_ALERT_WEBHOOK_PORT", str(webhook_port))
-    try:
-        with (
-            running_alertmanager(tmp_path / "alertmanager", config) as alertmanager,
-            running_prometheus(
-                tmp_path / "prometheus",
-                {"kb-exporter": f"127.0.0.1:{port}"},
-                alertmanager=alertmanager,
-                interval="10s",
-            ) as prometheus,
-        ):
-            prometheus.wait_for('up{job="kb-exporter"}', 1.0, timeout_s=30)
-            stop.set()  # the fault: the exporter stops answering
-            serving.join(timeout=10)
-            stopped = time.monotonic()
-            _, page, paged = got.wait_for(fired("KbExporterDown", "/pagerduty"), timeout_s=120)
-            _, chat, _ = got.wait_for(fired("KbExporterDown", "/slack"), timeout_s=30)
-    finally:
-        stop.set()
-        serving.join(timeout=10)
+    with (
+        running_alertmanager(tmp_path / "alertmanager", config) as alertmanager,
+        running_prometheus(
+            tmp_path / "prometheus",
+            {"kb-exporter": served_exporter.address},
+            alertmanager=alertmanager,
+            interval="10s",
+        ) as prometheus,
+    ):
+        prometheus.wait_for('up{job="kb-exporter"}', 1.0, timeout_s=30)
+        served_exporter.stop()  # the fault: the exporter stops answering
+        stopped = time.monotonic()
+        _, page, paged = got.wait_for(fired("KbExporterDown", "/pagerduty"), timeout_s=120)
+        _, chat, _ = got.wait_for(fired("KbExporterDown", "/slack"), timeout_s=30)
     alert = next(a for a in page["alerts"] if a["labels"]["alertname"] == "KbExporterDown")
     assert alert["labels"]["severity"] == "critical"
     assert alert["annotations"]["runbook_url"] == "docs/runbooks/KbExporterDown.md"

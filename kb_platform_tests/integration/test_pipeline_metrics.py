@@ -4,9 +4,7 @@ Prometheus' query API shows the series with the values that happened."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from kb_platform.contracts import Modality
 from kb_platform.definitions import build_definitions
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
 from kb_platform.defs.reliability.offset_commit_sensor import commit_settled_offsets
-from kb_platform.observability.exporter import Exporter, build_exporter, serve
+from kb_platform.observability.exporter import build_exporter
 from kb_platform.observability.training_metrics import TrainingMetrics
 from kb_platform.resources.processing import ProcessingResource
 from kb_platform_tests.dashboard_checks import BENTOML, DCGM, check_dashboards, service_names
@@ -26,27 +24,14 @@ from kb_platform_tests.integration.kafka_helpers import (
     message,
     produce,
 )
-from kb_platform_tests.ports import free_port
 from kb_platform_tests.prometheus_server import running_prometheus
 
 
-@pytest.fixture
-def exporter(stack, settings) -> Iterator[tuple[Exporter, str]]:
-    instance, _, kafka = stack
-    exporter = build_exporter(instance, kafka, ProcessingResource.from_settings(settings))
-    port, stop = free_port(), threading.Event()
-    thread = threading.Thread(target=serve, args=(exporter, "127.0.0.1", port, stop))
-    thread.start()
-    yield exporter, f"127.0.0.1:{port}"
-    stop.set()
-    thread.join(timeout=10)
-
-
 def test_prometheus_sees_runs_failures_dead_letters_and_lag(
-    stack, exporter, corpus_dir: Path, settings, tmp_path: Path
+    stack, served_exporter, corpus_dir: Path, settings, tmp_path: Path
 ) -> None:
     instance, defs, kafka = stack
-    exporter_, address = exporter
+    exporter_, address = served_exporter.exporter, served_exporter.address
     topics = kafka.topics()
     docs = corpus_dir / "documents"
     good = docs / "unstructured/example-docs/fake-text.txt"

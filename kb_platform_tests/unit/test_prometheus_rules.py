@@ -11,15 +11,9 @@ from pathlib import Path
 import pytest
 
 from kb_platform.config import REPO_ROOT
+from kb_platform_tests.prometheus_server import binary
 
 CONFIG = REPO_ROOT / "deploy" / "prometheus"
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: deploy/local/setup.sh installs it (Debian prometheus)")
-    return path
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -27,7 +21,7 @@ def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_alert_fires_and_stays_quiet_as_its_unit_tests_say() -> None:
-    result = run(tool("promtool"), "test", "rules", CONFIG / "tests" / "kb-platform.test.yml")
+    result = run(binary("promtool"), "test", "rules", CONFIG / "tests" / "kb-platform.test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
 
@@ -51,7 +45,7 @@ def test_a_rule_unit_test_that_expects_the_wrong_thing_fails(tmp_path: Path) -> 
     broken = broken.replace("(> 10 s)", "(> 11 s)", 1)
     shutil.copy(CONFIG / "rules" / "kb-platform.yml", tmp_path / "rules.yml")
     (tmp_path / "test.yml").write_text(broken)
-    result = run(tool("promtool"), "test", "rules", tmp_path / "test.yml")
+    result = run(binary("promtool"), "test", "rules", tmp_path / "test.yml")
     assert result.returncode != 0
     assert "KbConsumerLagHigh" in result.stdout + result.stderr
 
@@ -67,7 +61,7 @@ def test_prometheus_config_and_rules_check(tmp_path: Path) -> None:
     config = tmp_path / "prometheus.yml"
     text = (CONFIG / "prometheus.yml").read_text()
     config.write_text(text.replace("../../.kb-local", str(local)))
-    result = run(tool("promtool"), "check", "config", config)
+    result = run(binary("promtool"), "check", "config", config)
     assert result.returncode == 0, result.stdout + result.stderr
     broken = tmp_path / "rules.yml"
     broken.write_text(
@@ -75,7 +69,7 @@ def test_prometheus_config_and_rules_check(tmp_path: Path) -> None:
         .read_text()
         .replace("kb:documents_failed:ratio_rate5m > 0.01", "kb:documents_failed:ratio_rate5m >")
     )
-    result = run(tool("promtool"), "check", "rules", broken)
+    result = run(binary("promtool"), "check", "rules", broken)
     assert result.returncode != 0
     assert "parse error" in (result.stdout + result.stderr).lower()
 
@@ -84,10 +78,10 @@ def test_prometheus_config_and_rules_check(tmp_path: Path) -> None:
 def test_alertmanager_configs_check(config: str, tmp_path: Path) -> None:
     path = tmp_path / config
     path.write_text((CONFIG / config).read_text().replace("KB_ALERT_WEBHOOK_PORT", "9095"))
-    result = run(tool("amtool"), "check-config", path)
+    result = run(binary("amtool"), "check-config", path)
     assert result.returncode == 0, result.stdout + result.stderr
     path.write_text(path.read_text().replace("receiver: pagerduty", "receiver: nobody"))
-    result = run(tool("amtool"), "check-config", path)
+    result = run(binary("amtool"), "check-config", path)
     assert result.returncode != 0
     assert "nobody" in result.stdout + result.stderr
 
@@ -103,7 +97,7 @@ def test_critical_alerts_page_and_reach_slack_the_rest_only_slack(
     labels: list[str], receivers: str
 ) -> None:
     result = run(
-        tool("amtool"),
+        binary("amtool"),
         "config",
         "routes",
         "test",

@@ -173,9 +173,10 @@ def kafka_ingest_sensor(
                 )
         cursor.next_offsets[where] = offset + 1
 
-    if dead:
-        # The cursor moves only if the broker confirmed every dead letter: otherwise this tick
-        # fails, and the next one reads the same messages again (run keys prevent second runs).
+    if trail:  # every message admitted or refused has its record (and each refused a letter)
+        # The cursor moves only if the broker confirmed every dead letter and audit record:
+        # otherwise this tick fails, and the next one reads the same messages again (run keys
+        # prevent second runs).
         producer = kafka.producer()
         for dlq_topic, letters in dead.items():
             publish(producer, dlq_topic, letters, DLQ_PUBLISH_TIMEOUT_S)
@@ -184,8 +185,7 @@ def kafka_ingest_sensor(
                 [source_key(d.source_topic, d.source_partition, d.source_offset) for d in letters],
                 MessageState.DEAD_LETTERED,
             )
-    if trail:  # confirmed before the cursor moves, like the dead letters
-        audit_trail.write(kafka.producer(), topics.audit, trail)
+        audit_trail.write(producer, topics.audit, trail)
     for topic_partition in positions:  # partitions with nothing new still get a cursor entry
         key = partition_key(topic_partition.topic, topic_partition.partition)
         if topic_partition.offset >= 0:

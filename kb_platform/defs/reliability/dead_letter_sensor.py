@@ -91,14 +91,15 @@ def dead_letter_on_failure(
         attempts=int(tags.get("kb/attempt", "1")) + int(tags.get("dagster/retry_number", "0")),
         first_failed_at=_first_failed_at(context),
     )
+    producer = kafka.producer()
     publish(
-        kafka.producer(),
+        producer,
         topics.dlq(topics.modality_of_ingest(topic) or Modality.DOCUMENT),
         [letter],
         PUBLISH_TIMEOUT_S,
     )
     audit_trail.write(
-        kafka.producer(),
+        producer,
         topics.audit,
         [
             AuditRecord(
