@@ -1,5 +1,5 @@
 """Load on the BentoML RAG service: /search throughput and latency at rising concurrency,
-/ask latency, start-to-ready time and memory.
+/ask/stream's first-piece and whole-answer latency, start-to-ready time and memory.
 
     flock /tmp/kb-bench.lock .venv/bin/python benchmarks/serving.py [--levels 1,2,4,8,16,32]
         [--seconds 15] [--modes hybrid,knn,bm25] [--asks 8] [--docs 1400]
@@ -36,6 +36,7 @@ from kb_platform.evaluation.cranfield import load_queries
 from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
 from kb_platform.resources.elasticsearch import ElasticsearchResource
+from kb_platform.serving import sse
 from kb_platform.serving.auth import hash_key, new_key
 from kb_platform.serving.launcher import ServiceProcess, private_bentoml_home
 from kb_platform_tests.serving.corpus_slice import index_slice
@@ -92,13 +93,29 @@ async def _load(
 
 
 async def _asks(url: str, key: str, questions: list[str]) -> list[dict]:
+    """Each question through /ask/stream: the client's time to the first streamed piece and to
+    the final answer event, beside the service's own numbers in that answer."""
     out = []
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as session:
         for question in questions:
             started = time.perf_counter()
-            async with session.post(f"{url}/ask", json={"question": question}) as response:
-                body = await response.json()
+            body: dict = {}
+            first_ms = None
+            async with session.post(f"{url}/ask/stream", json={"question": question}) as response:
+                block: list[str] = []
+                async for raw in response.content:
+                    line = raw.decode().rstrip("\r\n")
+                    if line:
+                        block.append(line)
+                        continue
+                    for name, data in sse.parse(block):
+                        if name == "token" and first_ms is None:
+                            first_ms = (time.perf_counter() - started) * 1000
+                        elif name == "answer":
+                            body = data
+                    block = []
             body["client_ms"] = (time.perf_counter() - started) * 1000
+            body["client_first_ms"] = first_ms
             body["status"] = response.status
             out.append(body)
     return out
@@ -234,17 +251,20 @@ def main() -> None:
                 f"with p95 <= {P95_TARGET_MS:g} ms: {best.rps:.1f} req/s at {best.concurrency}"
             )
     asks = results[args.query_encoders[-1]][1]
-    ok = [a for a in asks if a["status"] == 200]
+    ok = [a for a in asks if a["status"] == 200 and "answer" in a]
     if ok:
         latencies = [a["client_ms"] for a in ok]
+        firsts = [a["client_first_ms"] for a in ok if a["client_first_ms"] is not None]
         print()
         print(
-            f"/ask ({len(ok)}/{len(asks)} answered, sequential): p50 "
+            f"/ask/stream ({len(ok)}/{len(asks)} answered, sequential): first piece p50 "
+            f"{statistics.median(firsts) if firsts else float('nan'):.0f} ms, whole answer p50 "
             f"{statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms; generation "
             f"p50 {statistics.median(a['generation_ms'] for a in ok):.0f} ms, "
             f"{statistics.mean(a['tokens_generated'] for a in ok):.0f} tokens on average; "
             f"retrieval p50 {statistics.median(a['retrieval_ms'] for a in ok):.0f} ms; "
-            f"{sum(a['extractive'] for a in ok)} extractive"
+            f"{sum(a['extractive'] for a in ok)} extractive, "
+            f"{sum(a['refused'] for a in ok)} refused"
         )
 
 

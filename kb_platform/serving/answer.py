@@ -1,15 +1,27 @@
-"""/ask: numbered sources, a grounded prompt, a generated answer that cites them, and the
-extractive fallback (same numbered sources) when generation times out or cites nothing."""
+"""/ask: numbered sources, a grounded prompt, a generated answer that cites them (or says the
+sources do not contain the answer), and the extractive fallback (same numbered sources) when
+generation times out or cites nothing."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from kb_platform.index.retriever import Hit
+from kb_platform.models.generator import Generation
 from kb_platform.serving.extractive import extractive_answer, snippet
 from kb_platform.serving.generation import Generator
-from kb_platform.serving.prompt import Source, build_prompt, cited_numbers, number_sources
+from kb_platform.serving.prompt import (
+    REFUSAL,
+    Source,
+    build_prompt,
+    cited_numbers,
+    is_refusal,
+    number_sources,
+    strip_unknown_citations,
+)
 from kb_platform.serving.schemas import Citation
 
 
@@ -23,6 +35,7 @@ class Answer:
     finish_reason: str
     tokens: int
     generation_s: float
+    refused: bool = False  # the model said the sources do not contain the answer
 
 
 def citations_for(question: str, sources: list[Source]) -> list[Citation]:
@@ -63,7 +76,12 @@ def _fallback(
     )
 
 
-def answer_question(
+NO_SOURCES = (
+    "No indexed source matches the question, so it cannot be answered from the knowledge base."
+)
+
+
+def stream_answer(
     question: str,
     hits: list[Hit],
     generator: Generator,
@@ -71,24 +89,47 @@ def answer_question(
     max_new_tokens: int,
     deadline: float,
     max_source_chars: int,
-) -> Answer:
+    relevance: Callable[[str, list[Source]], float] | None = None,
+    min_relevance: float = 0.0,
+) -> Iterator[str | Answer]:
+    """The generated answer's text pieces as they come, then the final ``Answer``: its text is
+    the one to keep (citations of sources never given are removed from it, and a timed-out or
+    uncited generation is replaced by the extractive answer). With ``relevance``, sources whose
+    best similarity to the question is under ``min_relevance`` get a refusal, not a generation."""
     sources = number_sources(hits)
     if not sources:
-        return Answer(
-            "No indexed source matches the question, so it cannot be answered from the "
-            "knowledge base.",
-            [],
-            [],
-            True,
-            "no sources retrieved",
-            "stop",
-            0,
-            0.0,
-        )
+        yield Answer(NO_SOURCES, [], [], True, "no sources retrieved", "stop", 0, 0.0)
+        return
+    if relevance is not None:
+        best = relevance(question, sources)
+        if best < min_relevance:
+            yield Answer(
+                REFUSAL,
+                [],
+                citations_for(question, sources),
+                False,
+                f"no source is close enough to the question (best similarity {best:.2f} < "
+                f"{min_relevance:.2f})",
+                "stop",
+                0,
+                0.0,
+                refused=True,
+            )
+            return
     prompt = build_prompt(question, sources, max_source_chars=max_source_chars)
     started = time.perf_counter()
-    generation = generator.generate(prompt, max_new_tokens=max_new_tokens, deadline=deadline)
-    seconds = time.perf_counter() - started
+    generation: Generation | None = None
+    for item in generator.stream(prompt, max_new_tokens=max_new_tokens, deadline=deadline):
+        if isinstance(item, Generation):
+            generation = item
+        else:
+            yield item
+    assert generation is not None, "a generator's stream ends with its Generation"
+    yield settle(question, sources, generation, time.perf_counter() - started)
+
+
+def settle(question: str, sources: list[Source], generation: Generation, seconds: float) -> Answer:
+    """The answer a finished generation gives: cited, refused, or the extractive fallback."""
     if generation.finish_reason == "timeout":
         return _fallback(
             question,
@@ -98,8 +139,11 @@ def answer_question(
             generation.tokens,
             seconds,
         )
-    numbers = cited_numbers(generation.text, len(sources))
-    if not numbers:
+    text = strip_unknown_citations(generation.text, len(sources))
+    numbers = cited_numbers(text, len(sources))
+    given = citations_for(question, sources)
+    refused = not numbers and is_refusal(text)
+    if not numbers and not refused:
         return _fallback(
             question,
             sources,
@@ -108,9 +152,8 @@ def answer_question(
             generation.tokens,
             seconds,
         )
-    given = citations_for(question, sources)
     return Answer(
-        generation.text.strip(),
+        REFUSAL if refused else text,
         _cited(given, numbers),
         given,
         False,
@@ -118,4 +161,13 @@ def answer_question(
         generation.finish_reason,
         generation.tokens,
         seconds,
+        refused=refused,
     )
+
+
+def answer_question(question: str, hits: list[Hit], generator: Generator, **options: Any) -> Answer:
+    """The final answer of ``stream_answer`` (same options), for callers that do not stream."""
+    for item in stream_answer(question, hits, generator, **options):
+        if isinstance(item, Answer):
+            return item
+    raise RuntimeError("stream_answer ended without its Answer")

@@ -1,53 +1,126 @@
-"""Answer generators behind one interface: the local gemma-3-270m or an OpenAI-compatible server
-(vLLM, Ollama, ...). Each honours a token cap, stop sequences and a deadline; a generation that
-cannot start or finish in time reports ``timeout`` and the caller answers extractively."""
+"""Answer generators behind one interface: an instruction-tuned chat model in llama.cpp, the
+local gemma-3-270m base model, or an OpenAI-compatible server (vLLM, Ollama, llama.cpp's own
+server, ...). Each honours a token cap, stop sequences and a deadline, and streams: ``stream``
+yields the answer's text pieces and ends with one ``Generation``. A generation that cannot start
+or finish in time reports ``timeout`` and the caller answers extractively."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import httpx
 
 from kb_platform.models.generator import Generation, LocalGenerator
-from kb_platform.serving.prompt import STOP, Prompt
+from kb_platform.models.llama_cpp_chat import LlamaCppChat
+from kb_platform.serving.prompt import (
+    CHAT_STOP,
+    GROUNDED_INSTRUCTIONS,
+    STOP,
+    Prompt,
+    chat_messages,
+)
+
+Stream = Iterator[str | Generation]
 
 
 class Generator(Protocol):
     name: str
 
-    def generate(self, prompt: Prompt, *, max_new_tokens: int, deadline: float) -> Generation: ...
+    def stream(self, prompt: Prompt, *, max_new_tokens: int, deadline: float) -> Stream: ...
 
 
-class LocalAnswerGenerator:
-    """The in-process model, at most ``concurrency`` generations at once (CPU-bound); a request
-    that cannot get a slot before its deadline times out without generating."""
+def generate(
+    generator: Generator, prompt: Prompt, *, max_new_tokens: int, deadline: float
+) -> Generation:
+    """The whole generation, for callers that do not stream."""
+    for item in generator.stream(prompt, max_new_tokens=max_new_tokens, deadline=deadline):
+        if isinstance(item, Generation):
+            return item
+    raise RuntimeError("a generator's stream ended without its Generation")
 
-    def __init__(self, model: LocalGenerator, concurrency: int = 1):
-        self.model = model
-        self.name = model.name
+
+class _Slots:
+    """At most ``concurrency`` generations at once (CPU-bound); a request that cannot get a
+    slot before its deadline times out without generating."""
+
+    def __init__(self, concurrency: int):
         self._slots = threading.BoundedSemaphore(concurrency)
 
-    def generate(self, prompt: Prompt, *, max_new_tokens: int, deadline: float) -> Generation:
-        started = time.perf_counter()
-        if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            return Generation("", 0, "timeout", time.perf_counter() - started)
+    @contextmanager
+    def held(self, deadline: float) -> Iterator[bool]:
+        got = self._slots.acquire(timeout=max(0.0, deadline - time.monotonic()))
         try:
-            out = self.model.generate(
-                prompt.completion,
-                max_new_tokens=max_new_tokens,
-                stop=STOP,
-                deadline=deadline,
-                starts=prompt.starts,
-            )
+            yield got
         finally:
-            self._slots.release()
-        return Generation(prompt.prefix + out.text, out.tokens, out.finish_reason, out.seconds)
+            if got:
+                self._slots.release()
+
+
+class _InProcess:
+    """A model in the service process, at most ``concurrency`` generations at once."""
+
+    def __init__(self, model: LlamaCppChat | LocalGenerator, concurrency: int = 1):
+        self.model = model
+        self.name = model.name
+        self._slots = _Slots(concurrency)
+
+    def stream(self, prompt: Prompt, *, max_new_tokens: int, deadline: float) -> Stream:
+        with self._slots.held(deadline) as got:
+            if not got:
+                yield Generation("", 0, "timeout", 0.0)
+                return
+            yield from self._stream(prompt, max_new_tokens, deadline)
+
+    def _stream(self, prompt: Prompt, max_new_tokens: int, deadline: float) -> Stream:
+        raise NotImplementedError
+
+
+class LlamaCppAnswerGenerator(_InProcess):
+    """An instruction-tuned GGUF chat model in the service process (llama.cpp). Small models
+    refuse whenever a prompt offers them a refusal (benchmarks/answers.py measured Qwen2.5-0.5B
+    and 1.5B doing so for 11-12 of 12 answerable Cranfield questions), so their reply is begun
+    for them with "According to [", as for the base model; whether the sources hold an answer
+    at all is judged before generation (kb_platform.serving.relevance)."""
+
+    model: LlamaCppChat
+
+    def _stream(self, prompt: Prompt, max_new_tokens: int, deadline: float) -> Stream:
+        return self.model.stream(
+            chat_messages(prompt, system=GROUNDED_INSTRUCTIONS),
+            max_new_tokens=max_new_tokens,
+            stop=CHAT_STOP,
+            deadline=deadline,
+            prefix=prompt.prefix,
+        )
+
+
+class LocalAnswerGenerator(_InProcess):
+    """The in-process base model (transformers): its answer comes as one piece, when done."""
+
+    model: LocalGenerator
+
+    def _stream(self, prompt: Prompt, max_new_tokens: int, deadline: float) -> Stream:
+        out = self.model.generate(
+            prompt.completion,
+            max_new_tokens=max_new_tokens,
+            stop=STOP,
+            deadline=deadline,
+            starts=prompt.starts,
+        )
+        text = prompt.prefix + out.text
+        if out.finish_reason != "timeout":
+            yield text
+        yield Generation(text, out.tokens, out.finish_reason, out.seconds)
 
 
 class OpenAICompatibleGenerator:
-    """``POST {base_url}/chat/completions`` with temperature 0, ``max_tokens`` and ``stop``."""
+    """``POST {base_url}/chat/completions`` with temperature 0, ``max_tokens``, ``stop`` and
+    ``stream``: the server's server-sent events are passed on piece by piece."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None):
         self.name = f"{model} (openai-compatible)"
@@ -55,32 +128,53 @@ class OpenAICompatibleGenerator:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers)
 
-    def generate(self, prompt: Prompt, *, max_new_tokens: int, deadline: float) -> Generation:
+    def body(self, prompt: Prompt, max_new_tokens: int) -> dict:
+        return {
+            "model": self.model,
+            "messages": chat_messages(prompt),
+            "max_tokens": max_new_tokens,
+            "temperature": 0,
+            "stop": list(CHAT_STOP),
+            "stream": True,
+        }
+
+    def stream(self, prompt: Prompt, *, max_new_tokens: int, deadline: float) -> Stream:
         started = time.perf_counter()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return Generation("", 0, "timeout", 0.0)
-        body = {
-            "model": self.model,
-            "messages": [
-                {"role": "system", "content": prompt.system},
-                {"role": "user", "content": prompt.user},
-            ],
-            "max_tokens": max_new_tokens,
-            "temperature": 0,
-            "stop": [s for s in STOP if s.strip()],
-        }
+            yield Generation("", 0, "timeout", 0.0)
+            return
+        text: list[str] = []
+        reason = "stop"
         try:
-            response = self._client.post("/chat/completions", json=body, timeout=remaining)
-            response.raise_for_status()
+            with self._client.stream(
+                "POST",
+                "/chat/completions",
+                json=self.body(prompt, max_new_tokens),
+                timeout=httpx.Timeout(remaining),
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    response.raise_for_status()
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    choice = json.loads(data)["choices"][0]
+                    piece = (choice.get("delta") or {}).get("content")
+                    if piece:
+                        text.append(piece)
+                        yield piece
+                    if choice.get("finish_reason") == "length":
+                        reason = "length"
+                    if time.monotonic() >= deadline:
+                        reason = "timeout"
+                        break
         except httpx.TimeoutException:
-            return Generation("", 0, "timeout", time.perf_counter() - started)
-        data = response.json()
-        choice = data["choices"][0]
-        tokens = int(data.get("usage", {}).get("completion_tokens", 0))
-        reason = "length" if choice.get("finish_reason") == "length" else "stop"
-        text = choice["message"]["content"] or ""
-        return Generation(text, tokens, reason, time.perf_counter() - started)
+            reason = "timeout"
+        yield Generation("".join(text), len(text), reason, time.perf_counter() - started)
 
     def warmup(self) -> float:
         started = time.perf_counter()

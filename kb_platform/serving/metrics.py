@@ -19,6 +19,7 @@ class ServingMetrics:
     requests: Histogram
     retrieval: Histogram
     generation: Histogram
+    first_token: Histogram
     tokens: Counter
     answers: Counter
     warmup: Gauge
@@ -49,11 +50,17 @@ def metrics() -> ServingMetrics:
             ["generator", "finish_reason"],
             buckets=LATENCY_BUCKETS,
         ),
+        first_token=Histogram(
+            "kb_serving_first_token_seconds",
+            "time from the start of an answer's generation to its first text piece",
+            ["generator"],
+            buckets=LATENCY_BUCKETS,
+        ),
         tokens=Counter(
             "kb_serving_generated_tokens", "tokens generated for answers", ["generator"]
         ),
         answers=Counter(
-            "kb_serving_answers", "answers by kind (generated or extractive)", ["kind"]
+            "kb_serving_answers", "answers by kind (generated, refused or extractive)", ["kind"]
         ),
         warmup=Gauge(
             "kb_serving_warmup_seconds",

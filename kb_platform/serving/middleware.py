@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 PROBES = frozenset({"/livez", "/readyz", "/healthz"})
 DOCS = frozenset({"/", "/docs.json", "/schema.json"})
-API_ROUTES = frozenset({"/search", "/ask"})
+API_ROUTES = frozenset({"/search", "/ask", "/ask/stream"})
 FILE_FIELDS = frozenset({b"image"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _DISPOSITION = re.compile(rb"^content-disposition:([^\r\n]*)\r?$", re.IGNORECASE | re.MULTILINE)
@@ -81,13 +81,16 @@ class ServingMiddleware:
         self.settings = settings or get_serving_settings()
         self.keys = ApiKeys.from_settings(self.settings)
         self.limiter = RateLimiter(self.settings.rate_per_s, self.settings.burst)
+        asks = _Slots(self.settings.ask_concurrency)  # streamed or not, one limit
         self.slots = {
             "/search": _Slots(self.settings.search_concurrency),
-            "/ask": _Slots(self.settings.ask_concurrency),
+            "/ask": asks,
+            "/ask/stream": asks,
         }
         self.timeouts = {
             "/search": self.settings.search_timeout_s,
             "/ask": self.settings.ask_timeout_s,
+            "/ask/stream": self.settings.ask_timeout_s,
         }
         if not len(self.keys):
             log.warning("no API keys configured: every request except the probes is refused")

@@ -1,9 +1,9 @@
 """Grounded prompts with numbered sources, and the citations read back from an answer.
 
-The local generator is a small base (not instruction-tuned) model: it is given the numbered
-sources and the question as a completion whose answer already starts with "According to [", so
-it continues with a source number and the sentence it supports. Chat models (an OpenAI-compatible
-endpoint) get the same sources as messages.
+Instruction-tuned chat models (llama.cpp, an OpenAI-compatible endpoint) get the numbered sources
+and the question as messages, with a fixed sentence to reply when the sources do not answer it.
+The small base model (gemma-3-270m) gets them as a completion whose answer already starts with
+"According to [", so it continues with a source number and the sentence it supports.
 """
 
 from __future__ import annotations
@@ -20,8 +20,33 @@ INSTRUCTIONS = (
     "source it comes from by its number in brackets, like [1]. If the sources do not contain "
     "the answer, say so."
 )
+REFUSAL = "The sources do not contain the answer."
+CHAT_INSTRUCTIONS = (
+    "You answer questions from numbered sources. Use what the sources say, in two to four "
+    "sentences, and put the number of the source each statement comes from in brackets after "
+    "it, like [1] or [2][3]. Cite only the sources given. Only if no source is about the "
+    f"question at all, reply with exactly: {REFUSAL}"
+)
+# For a chat model whose reply is begun for it with ANSWER_PREFIX (it cannot refuse; the
+# relevance gate decides that before generation).
+GROUNDED_INSTRUCTIONS = (
+    "Answer the question using only the numbered sources. After each statement, cite the "
+    "source it comes from by its number in brackets, like [1]. Answer in two to four sentences."
+)
+CHAT_REMINDER = "Answer from the sources above, citing them like [1]."
+CHAT_STOP = ("\nQuestion:", "\nSources:")
+_REFUSALS = (
+    "sources do not contain",
+    "sources don't contain",
+    "sources does not contain",
+    "not contain the answer",
+    "do not contain enough information",
+    "do not provide",
+    "does not provide",
+)
 _CITATION = re.compile(r"\[(\d{1,2}(?:\s*,\s*\d{1,2})*)\]")
 _SPACE = re.compile(r"\s+")
+_SPACES = re.compile(r"[ \t]{2,}")
 
 
 @dataclass(frozen=True)
@@ -46,9 +71,9 @@ class Source:
 @dataclass(frozen=True)
 class Prompt:
     completion: str  # for a completion model: ends with ANSWER_PREFIX
-    system: str
     user: str  # for a chat model: sources and question
     prefix: str  # the start of the answer that the completion already contains
+    system: str = CHAT_INSTRUCTIONS  # a chat model's system message
     # What a completion model's continuation may begin with: a given source's number and "]"
     # (the prefix ends with "["), so its first citation is valid by construction.
     starts: tuple[str, ...] = ()
@@ -85,8 +110,7 @@ def build_prompt(question: str, sources: list[Source], *, max_source_chars: int)
     completion = f"{INSTRUCTIONS}\n\n{user}\nAnswer: {ANSWER_PREFIX}"
     return Prompt(
         completion=completion,
-        system=INSTRUCTIONS,
-        user=user,
+        user=f"{user}\n\n{CHAT_REMINDER}",
         prefix=ANSWER_PREFIX,
         starts=tuple(f"{source.number}]" for source in sources),
     )
@@ -102,3 +126,28 @@ def cited_numbers(answer: str, count: int) -> list[int]:
             if 1 <= number <= count and number not in found:
                 found.append(number)
     return found
+
+
+def chat_messages(prompt: Prompt, *, system: str | None = None) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": system or prompt.system},
+        {"role": "user", "content": prompt.user},
+    ]
+
+
+def is_refusal(answer: str) -> bool:
+    """The model said the sources do not answer the question (and cited nothing for it)."""
+    text = _SPACE.sub(" ", answer).casefold()
+    return any(phrase in text for phrase in _REFUSALS)
+
+
+def strip_unknown_citations(answer: str, count: int) -> str:
+    """The answer without citations of sources that were never given (numbers outside
+    1..count); a bracket that cites given and unknown numbers keeps the given ones."""
+
+    def keep(match: re.Match[str]) -> str:
+        numbers = [int(p) for p in match.group(1).split(",")]
+        valid = [str(n) for n in numbers if 1 <= n <= count]
+        return f"[{', '.join(valid)}]" if valid else ""
+
+    return _SPACES.sub(" ", _CITATION.sub(keep, answer)).replace(" .", ".").strip()

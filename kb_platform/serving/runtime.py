@@ -24,18 +24,27 @@ from kb_platform.index.retriever import (
     reciprocal_rank_fusion,
 )
 from kb_platform.models import registry
-from kb_platform.serving.answer import answer_question
+from kb_platform.serving.answer import Answer, citations_for, stream_answer
 from kb_platform.serving.clip import load_clip
 from kb_platform.serving.errors import SearchBackendUnavailable, ServingError
 from kb_platform.serving.generation import (
     Generator,
+    LlamaCppAnswerGenerator,
     LocalAnswerGenerator,
     OpenAICompatibleGenerator,
 )
 from kb_platform.serving.limits import load_image
 from kb_platform.serving.metrics import metrics
+from kb_platform.serving.prompt import Source, number_sources
 from kb_platform.serving.readiness import Readiness
-from kb_platform.serving.schemas import AskRequest, AskResponse, SearchRequest, SearchResponse
+from kb_platform.serving.relevance import EncodeMany, best_similarity
+from kb_platform.serving.schemas import (
+    AskRequest,
+    AskResponse,
+    Citation,
+    SearchRequest,
+    SearchResponse,
+)
 from kb_platform.serving.search import filters_of, search_image, search_text, to_search_hit
 from kb_platform.serving.settings import GeneratorBackend, ServingSettings
 
@@ -69,6 +78,7 @@ class RagRuntime:
         )
         self._generator_dir = generator_dir
         self.encode: Callable[[str], np.ndarray] | None = None
+        self.encode_many: EncodeMany | None = None
         self.generator: Generator | None = None
         self.clip: ClipQueries | None = None
         self.clip_missing = "the service is still warming up"
@@ -91,6 +101,7 @@ class RagRuntime:
             with self._timed("text_encoder"):
                 encoder = registry.query_encoder(self.settings.query_encoder)
                 self.encode = lambda query: encoder.encode([query])[0]
+                self.encode_many = encoder.encode
             m.model_load.labels("text_encoder").set(encoder.load_seconds)
             m.query_encoder.labels(encoder.version, self.settings.query_encoder.value).set(1)
             with self._timed("generator"):
@@ -134,6 +145,14 @@ class RagRuntime:
             )
             remote.warmup()
             return remote
+        if settings.generator is GeneratorBackend.LLAMA_CPP:
+            chat = registry.chat_answerer(
+                settings.answerer,
+                threads=settings.answerer_threads or None,
+                n_ctx=settings.answerer_context_tokens,
+            )
+            metrics().model_load.labels("generator").set(chat.load_seconds)
+            return LlamaCppAnswerGenerator(chat, settings.generation_concurrency)
         model_dir = self._generator_dir() if self._generator_dir else None
         model = registry.generator(model_dir, quantize=settings.generator_quantize)
         metrics().model_load.labels("generator").set(model.load_seconds)
@@ -261,8 +280,21 @@ class RagRuntime:
         )
 
     def ask(self, request: AskRequest, request_id: str | None = None) -> AskResponse:
+        for event in self.ask_events(request, request_id):
+            if isinstance(event, AskResponse):
+                return event
+        raise RuntimeError("ask_events ended without its response")
+
+    def ask_events(
+        self, request: AskRequest, request_id: str | None = None
+    ) -> Iterator[list[Citation] | str | AskResponse]:
+        """The numbered sources, then the answer's text pieces as they are generated, then the
+        whole response (the text to keep, its citations). Retrieval runs before this returns,
+        so a service that is warming up or an index that is down fails the request at once,
+        before any event is sent."""
         self._require_warm()
         assert self.generator is not None
+        generator = self.generator
         settings = self.settings
         started = time.perf_counter()
         hits, _ = self._retrieve(
@@ -279,29 +311,65 @@ class RagRuntime:
             request.timeout_s or settings.generation_timeout_s, settings.generation_timeout_s
         )
         max_tokens = min(request.max_tokens or settings.max_new_tokens, settings.max_new_tokens_cap)
-        answer = answer_question(
+        pieces = stream_answer(
             request.question,
             hits,
-            self.generator,
+            generator,
             max_new_tokens=max_tokens,
             deadline=time.monotonic() + budget,
             max_source_chars=settings.max_source_chars,
+            relevance=self._relevance,
+            min_relevance=settings.min_source_similarity,
         )
+
+        def events() -> Iterator[list[Citation] | str | AskResponse]:
+            yield citations_for(request.question, number_sources(hits))
+            generating = time.perf_counter()
+            first_token_s = None
+            for item in pieces:
+                if isinstance(item, Answer):
+                    yield self._respond(
+                        item, generator.name, request_id, started, retrieval_s, first_token_s
+                    )
+                    return
+                if first_token_s is None:
+                    first_token_s = time.perf_counter() - generating
+                    metrics().first_token.labels(generator.name).observe(first_token_s)
+                yield item
+
+        return events()
+
+    def _relevance(self, question: str, sources: list[Source]) -> float:
+        assert self.encode_many is not None
+        return best_similarity(self.encode_many, question, sources)
+
+    def _respond(
+        self,
+        answer: Answer,
+        generator: str,
+        request_id: str | None,
+        started: float,
+        retrieval_s: float,
+        first_token_s: float | None,
+    ) -> AskResponse:
         m = metrics()
-        m.generation.labels(self.generator.name, answer.finish_reason).observe(answer.generation_s)
-        m.tokens.labels(self.generator.name).inc(answer.tokens)
-        m.answers.labels("extractive" if answer.extractive else "generated").inc()
+        m.generation.labels(generator, answer.finish_reason).observe(answer.generation_s)
+        m.tokens.labels(generator).inc(answer.tokens)
+        kind = "refused" if answer.refused else "extractive" if answer.extractive else "generated"
+        m.answers.labels(kind).inc()
         return AskResponse(
             request_id=request_id,
             answer=answer.text,
             citations=answer.citations,
             sources=answer.sources,
             extractive=answer.extractive,
+            refused=answer.refused,
             fallback_reason=answer.fallback_reason,
             finish_reason=answer.finish_reason,  # type: ignore[arg-type]
-            generator=self.generator.name,
+            generator=generator,
             tokens_generated=answer.tokens,
             retrieval_ms=round(retrieval_s * 1000, 2),
+            first_token_ms=round(first_token_s * 1000, 2) if first_token_s is not None else None,
             generation_ms=round(answer.generation_s * 1000, 2),
             took_ms=round((time.perf_counter() - started) * 1000, 2),
         )

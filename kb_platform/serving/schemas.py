@@ -7,7 +7,7 @@ as a file part and the other fields as form fields (objects such as ``filters`` 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from bentoml.validators import FileSchema
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -134,10 +134,24 @@ class AskResponse(BaseModel):
         default_factory=list, description="every numbered source the answer was given"
     )
     extractive: bool = Field(description="true: sentences quoted from the sources (fallback)")
+    refused: bool = Field(
+        default=False, description="true: the model said the sources do not contain the answer"
+    )
     fallback_reason: str | None = None
     finish_reason: FinishReason
     generator: str
     tokens_generated: int
     retrieval_ms: float
+    first_token_ms: float | None = Field(
+        default=None, description="from the start of generation to its first text piece"
+    )
     generation_ms: float
     took_ms: float
+
+
+class AskStreamEvent(BaseModel):
+    """One server-sent event of /ask/stream (``event: <event>``, ``data: <data as JSON>``):
+    ``sources`` (list of Citation), ``token`` ({"text"}), ``answer`` (AskResponse), ``error``."""
+
+    event: Literal["sources", "token", "answer", "error"]
+    data: Any

@@ -13,11 +13,13 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kb_platform.models.answerers import DEFAULT_ANSWERER
 from kb_platform.models.registry import QueryRuntime
 
 
 class GeneratorBackend(StrEnum):
-    LOCAL = "local"  # gemma-3-270m from the BentoML model store, in the service process
+    LLAMA_CPP = "llama-cpp"  # an instruction-tuned GGUF chat model in llama.cpp, in process
+    LOCAL = "local"  # gemma-3-270m (a base model) from the BentoML model store, in process
     OPENAI = "openai"  # an OpenAI-compatible server (vLLM, Ollama, ...)
 
 
@@ -63,10 +65,17 @@ class ServingSettings(BaseSettings):
     fusion_window: int = 20
     ask_sources: int = 4
     max_source_chars: int = 700
+    # /ask refuses without generating when no source's MiniLM cosine to the question reaches
+    # this (kb_platform/serving/relevance.py says where 0.30 comes from); 0 disables it
+    min_source_similarity: float = 0.30
 
     # generation
-    generator: GeneratorBackend = GeneratorBackend.LOCAL
-    generator_model: str = "kb-gemma3-270m"  # BentoML model store name (local backend)
+    generator: GeneratorBackend = GeneratorBackend.LLAMA_CPP
+    # llama-cpp backend: a key of kb_platform.models.answerers.ANSWERERS (benchmarks/answers.py
+    # chose the default), its context window and threads (0: one per core)
+    answerer: str = DEFAULT_ANSWERER
+    answerer_context_tokens: int = 4096
+    answerer_threads: int = 0
     generator_quantize: bool = True  # int8 dynamic quantization of the Linear layers on CPU
     generation_timeout_s: float = 20.0
     max_new_tokens: int = 96
