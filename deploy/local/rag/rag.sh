@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The RAG service (bentos/rag: /search and /ask over the chunk index) for the demo and local use.
 # Usage: rag.sh {install|up|down|status}
-# `install` puts the answer generator into the BentoML model store (once, ~70 s) and makes a
+# `install` puts the answer model into the BentoML model store (its GGUF parts joined, once) and makes a
 # local API key (.kb-local/rag/api-key, its hash in keys.json); callers send it as a Bearer token.
 KB_SERVICE=rag
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -34,8 +34,8 @@ PY
 cmd_install() {
   [[ -x "$VENV/bin/bentoml" ]] || die "$VENV/bin/bentoml not found; run deploy/local/setup.sh first"
   ensure_key
-  "$VENV/bin/python" -m kb_platform.models.generator >>"$LOG" 2>&1 ||
-    die "could not put the generator into the model store; log: $LOG"
+  "$VENV/bin/python" -m kb_platform.models.answerers >>"$LOG" 2>&1 ||
+    die "could not put the answer model into the model store; log: $LOG"
 }
 
 cmd_up() {
