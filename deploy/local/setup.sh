@@ -36,10 +36,17 @@ install_system_packages() {
 
 install_python_env() {
   local uv
+  # uv on PATH, else where `pip install --user` or a venv put it before (CI shells often lack
+  # ~/.local/bin on PATH), else installed now
   uv="$(command -v uv || true)"
+  local user_bin
+  user_bin="$("$PYTHON" -c 'import site; print(site.USER_BASE)')/bin"
+  for candidate in "$user_bin/uv" "$HOME/.local/bin/uv" "$VENV/bin/uv"; do
+    if [[ -z "$uv" && -x "$candidate" ]]; then uv="$candidate"; fi
+  done
   if [[ -z "$uv" ]]; then
     "$PYTHON" -m pip install -q --user uv >&2
-    uv="$("$PYTHON" -c 'import site; print(site.USER_BASE)')/bin/uv"
+    uv="$user_bin/uv"
   fi
   [[ -x "$VENV/bin/python" ]] || "$uv" venv -q -p "$PYTHON" "$VENV"
   log "installing Python dependencies into $VENV (cached in ~/.cache/uv)"

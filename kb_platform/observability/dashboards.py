@@ -155,10 +155,12 @@ def serving() -> Dashboard:
                 ),
             ),
             panel(
-                "RAG latency, /search and /ask",
+                "RAG latency, /search, /ask and /ask/stream",
                 "s",
                 *quantiles(
-                    "kb_serving_request_seconds", ", endpoint", '{endpoint=~"/search|/ask"}'
+                    "kb_serving_request_seconds",
+                    ", endpoint",
+                    '{endpoint=~"/search|/ask|/ask/stream"}',
                 ),
             ),
             panel(
@@ -197,10 +199,15 @@ def serving() -> Dashboard:
                 *quantiles("kb_encoder_clip_batch_items", "")[:1],
             ),
             panel(
-                "Answer generation seconds and answers by kind",
+                "Answer generation seconds and answers by kind (generated, refused, extractive)",
                 "s",
                 *quantiles("kb_serving_generation_seconds", ", generator"),
                 ("sum by (kind) (rate(kb_serving_answers_total[5m]))", "{{kind}} /s"),
+            ),
+            panel(
+                "Time to an answer's first streamed piece",
+                "s",
+                *quantiles("kb_serving_first_token_seconds", ", generator"),
             ),
             panel(
                 "Encoder refused requests",
