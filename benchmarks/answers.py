@@ -125,7 +125,7 @@ def ask(
     ):
         if isinstance(item, Answer):
             answer = item
-        elif first is None:
+        elif isinstance(item, str) and first is None:
             first = time.perf_counter() - started
     assert answer is not None
     total = time.perf_counter() - started

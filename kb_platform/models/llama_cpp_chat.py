@@ -44,13 +44,9 @@ class LlamaCppChat:
             n_batch=n_batch,
             verbose=False,
         )
-        self.n_ctx = n_ctx
         self._format = _chat_formatter(self.model)
         self.load_seconds = time.perf_counter() - started
         log.info("%s loaded from %s in %.2fs", name, self.gguf.name, self.load_seconds)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def stream(
         self,

@@ -60,10 +60,15 @@ def _cited(given: list[Citation], numbers: list[int]) -> list[Citation]:
 
 
 def _fallback(
-    question: str, sources: list[Source], reason: str, finish: str, tokens: int, seconds: float
+    question: str,
+    sources: list[Source],
+    given: list[Citation],
+    reason: str,
+    finish: str,
+    tokens: int,
+    seconds: float,
 ) -> Answer:
     extract = extractive_answer(question, sources)
-    given = citations_for(question, sources)
     return Answer(
         extract.answer,
         _cited(given, extract.numbers),
@@ -91,12 +96,15 @@ def stream_answer(
     max_source_chars: int,
     relevance: Callable[[str, list[Source]], float] | None = None,
     min_relevance: float = 0.0,
-) -> Iterator[str | Answer]:
-    """The generated answer's text pieces as they come, then the final ``Answer``: its text is
-    the one to keep (citations of sources never given are removed from it, and a timed-out or
-    uncited generation is replaced by the extractive answer). With ``relevance``, sources whose
-    best similarity to the question is under ``min_relevance`` get a refusal, not a generation."""
+) -> Iterator[list[Citation] | str | Answer]:
+    """The numbered sources as citations (once, first), the generated answer's text pieces as
+    they come, then the final ``Answer``: its text is the one to keep (citations of sources
+    never given are removed from it, and a timed-out or uncited generation is replaced by the
+    extractive answer). With ``relevance``, sources whose best similarity to the question is
+    under ``min_relevance`` get a refusal, not a generation."""
     sources = number_sources(hits)
+    given = citations_for(question, sources)
+    yield given
     if not sources:
         yield Answer(NO_SOURCES, [], [], True, "no sources retrieved", "stop", 0, 0.0)
         return
@@ -106,7 +114,7 @@ def stream_answer(
             yield Answer(
                 REFUSAL,
                 [],
-                citations_for(question, sources),
+                given,
                 False,
                 f"no source is close enough to the question (best similarity {best:.2f} < "
                 f"{min_relevance:.2f})",
@@ -125,15 +133,23 @@ def stream_answer(
         else:
             yield item
     assert generation is not None, "a generator's stream ends with its Generation"
-    yield settle(question, sources, generation, time.perf_counter() - started)
+    yield settle(question, sources, given, generation, time.perf_counter() - started)
 
 
-def settle(question: str, sources: list[Source], generation: Generation, seconds: float) -> Answer:
-    """The answer a finished generation gives: cited, refused, or the extractive fallback."""
+def settle(
+    question: str,
+    sources: list[Source],
+    given: list[Citation],
+    generation: Generation,
+    seconds: float,
+) -> Answer:
+    """The answer a finished generation gives: cited, refused, or the extractive fallback;
+    ``given`` are the sources' citations (``citations_for``)."""
     if generation.finish_reason == "timeout":
         return _fallback(
             question,
             sources,
+            given,
             f"generation did not finish within its time budget ({seconds:.1f}s)",
             "timeout",
             generation.tokens,
@@ -141,12 +157,12 @@ def settle(question: str, sources: list[Source], generation: Generation, seconds
         )
     text = strip_unknown_citations(generation.text, len(sources))
     numbers = cited_numbers(text, len(sources))
-    given = citations_for(question, sources)
     refused = not numbers and is_refusal(text)
     if not numbers and not refused:
         return _fallback(
             question,
             sources,
+            given,
             "the generated answer cited none of the sources",
             "no_citation",
             generation.tokens,

@@ -1,9 +1,10 @@
 """Grounded prompts with numbered sources, and the citations read back from an answer.
 
-Instruction-tuned chat models (llama.cpp, an OpenAI-compatible endpoint) get the numbered sources
-and the question as messages, with a fixed sentence to reply when the sources do not answer it.
-The small base model (gemma-3-270m) gets them as a completion whose answer already starts with
-"According to [", so it continues with a source number and the sentence it supports.
+Every model gets the numbered sources and the question. A chat model behind an OpenAI-compatible
+endpoint gets them as messages, with a fixed sentence to reply when the sources do not answer
+it. The small models in process get an answer that already starts with "According to [", so they
+continue with a source number and the sentence it supports: the chat model in llama.cpp as its
+chat template's reply, the base model (gemma-3-270m) as a completion.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from kb_platform.index.retriever import Hit
 
 STOP = ("\nQuestion:", "\n\n", "\n[", "<end_of_turn>", "<eos>")
 ANSWER_PREFIX = "According to ["
-INSTRUCTIONS = (
+_CITE = (
     "Answer the question using only the numbered sources. After each statement, cite the "
-    "source it comes from by its number in brackets, like [1]. If the sources do not contain "
-    "the answer, say so."
+    "source it comes from by its number in brackets, like [1]."
 )
+INSTRUCTIONS = f"{_CITE} If the sources do not contain the answer, say so."
 REFUSAL = "The sources do not contain the answer."
 CHAT_INSTRUCTIONS = (
     "You answer questions from numbered sources. Use what the sources say, in two to four "
@@ -29,10 +30,7 @@ CHAT_INSTRUCTIONS = (
 )
 # For a chat model whose reply is begun for it with ANSWER_PREFIX (it cannot refuse; the
 # relevance gate decides that before generation).
-GROUNDED_INSTRUCTIONS = (
-    "Answer the question using only the numbered sources. After each statement, cite the "
-    "source it comes from by its number in brackets, like [1]. Answer in two to four sentences."
-)
+GROUNDED_INSTRUCTIONS = f"{_CITE} Answer in two to four sentences."
 CHAT_REMINDER = "Answer from the sources above, citing them like [1]."
 CHAT_STOP = ("\nQuestion:", "\nSources:")
 _REFUSALS = (

@@ -24,7 +24,7 @@ from kb_platform.index.retriever import (
     reciprocal_rank_fusion,
 )
 from kb_platform.models import registry
-from kb_platform.serving.answer import Answer, citations_for, stream_answer
+from kb_platform.serving.answer import Answer, stream_answer
 from kb_platform.serving.clip import load_clip
 from kb_platform.serving.errors import SearchBackendUnavailable, ServingError
 from kb_platform.serving.generation import (
@@ -35,7 +35,7 @@ from kb_platform.serving.generation import (
 )
 from kb_platform.serving.limits import load_image
 from kb_platform.serving.metrics import metrics
-from kb_platform.serving.prompt import Source, number_sources
+from kb_platform.serving.prompt import Source
 from kb_platform.serving.readiness import Readiness
 from kb_platform.serving.relevance import EncodeMany, best_similarity
 from kb_platform.serving.schemas import (
@@ -60,8 +60,6 @@ class RagRuntime:
         self,
         settings: ServingSettings,
         base: Settings | None = None,
-        *,
-        generator_dir: Callable[[], Path] | None = None,
     ):
         self.settings = settings
         self.base = base or get_settings()
@@ -76,7 +74,6 @@ class RagRuntime:
         self.readiness = Readiness(
             self.es, self.names.read_alias, cache_s=settings.readiness_cache_s
         )
-        self._generator_dir = generator_dir
         self.encode: Callable[[str], np.ndarray] | None = None
         self.encode_many: EncodeMany | None = None
         self.generator: Generator | None = None
@@ -153,8 +150,7 @@ class RagRuntime:
             )
             metrics().model_load.labels("generator").set(chat.load_seconds)
             return LlamaCppAnswerGenerator(chat, settings.generation_concurrency)
-        model_dir = self._generator_dir() if self._generator_dir else None
-        model = registry.generator(model_dir, quantize=settings.generator_quantize)
+        model = registry.generator(quantize=settings.generator_quantize)
         metrics().model_load.labels("generator").set(model.load_seconds)
         return LocalAnswerGenerator(model, settings.generation_concurrency)
 
@@ -323,7 +319,6 @@ class RagRuntime:
         )
 
         def events() -> Iterator[list[Citation] | str | AskResponse]:
-            yield citations_for(request.question, number_sources(hits))
             generating = time.perf_counter()
             first_token_s = None
             for item in pieces:
@@ -332,7 +327,7 @@ class RagRuntime:
                         item, generator.name, request_id, started, retrieval_s, first_token_s
                     )
                     return
-                if first_token_s is None:
+                if isinstance(item, str) and first_token_s is None:
                     first_token_s = time.perf_counter() - generating
                     metrics().first_token.labels(generator.name).observe(first_token_s)
                 yield item

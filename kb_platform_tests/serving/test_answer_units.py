@@ -22,7 +22,7 @@ from kb_platform.models.answerers import (
 )
 from kb_platform.models.generator import Generation
 from kb_platform.serving import sse
-from kb_platform.serving.answer import settle, stream_answer
+from kb_platform.serving.answer import citations_for, settle, stream_answer
 from kb_platform.serving.prompt import (
     REFUSAL,
     build_prompt,
@@ -40,7 +40,8 @@ QUESTION = "What does slipstream do to lift?"
 
 def _settle(text: str, reason: str = "stop"):
     sources = number_sources(hits())
-    return settle(QUESTION, sources, Generation(text, 12, reason, 0.5), 0.5)
+    given = citations_for(QUESTION, sources)
+    return settle(QUESTION, sources, given, Generation(text, 12, reason, 0.5), 0.5)
 
 
 def test_chat_prompt_gives_numbered_sources_and_the_refusal_sentence() -> None:
@@ -184,6 +185,7 @@ def test_sources_unrelated_to_the_question_are_refused_before_generation() -> No
             min_relevance=0.3,
         )
     )
-    (answer,) = items
+    given, answer = items  # the sources' citations first, then the answer
+    assert [c.number for c in given] == [1]
     assert answer.refused and answer.text == REFUSAL and answer.citations == []
     assert "best similarity" in (answer.fallback_reason or "") and len(answer.sources) == 1
