@@ -14,7 +14,10 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import bentoml
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from kb_platform.models.answerers import DEFAULT_ANSWERER, answerer
 from kb_platform.serving import sse
@@ -44,6 +47,30 @@ def _respond(call: Callable[[], T]) -> T | JSONResponse:
         )
 
 
+def _image(request: Request) -> Response:
+    """GET /images/<doc_id>/<image>.png[?max_side=N]: a stored image that answers cite."""
+    side = request.query_params.get("max_side")
+    if side is not None and not side.isdigit():
+        return JSONResponse(
+            {"error": "max_side must be a whole number", "code": "bad_request"}, 400
+        )
+    runtime: RagRuntime = bentoml.get_current_service().runtime
+    key = f"images/{request.path_params['key']}"
+    served = _respond(lambda: runtime.image(key, int(side) if side else None))
+    if isinstance(served, Response):
+        return served
+    return Response(
+        served.data,
+        media_type=served.media_type,
+        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+# Starlette runs a plain function in its thread pool, so a blob read never blocks the loop.
+images_app = Starlette(routes=[Route("/{key:path}", _image, methods=["GET"])])
+
+
+@bentoml.asgi_app(images_app, path="/images")
 @bentoml.service(
     name="kb-rag",
     workers=1,  # one process, threads inside: the per-key rate limits stay exact

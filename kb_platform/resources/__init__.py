@@ -7,7 +7,7 @@ from typing import Any
 from dagster import EnvVar, FilesystemIOManager, PipesSubprocessClient
 
 from kb_platform.config import Environment, Settings
-from kb_platform.resources.blob_store import LocalBlobStore
+from kb_platform.resources.blob_store import BlobStore, LocalBlobStore
 from kb_platform.resources.clip import ClipResource
 from kb_platform.resources.clip_encoder import ClipEncoderResource
 from kb_platform.resources.elasticsearch import ElasticsearchResource
@@ -44,6 +44,18 @@ def encoder_resources(settings: Settings) -> dict[str, Any]:
     }
 
 
+def blob_store_for(settings: Settings) -> BlobStore:
+    """Original bytes, page renders and images: a folder of the data dir, or S3 in production
+    (the pipeline writes there, the RAG service reads the images answers cite)."""
+    if settings.env is Environment.PROD:
+        from dagster_aws.s3 import S3Resource
+
+        from kb_platform.resources.s3_blob_store import S3BlobStore
+
+        return S3BlobStore(s3=S3Resource(), bucket=settings.s3_bucket, prefix="blobs")
+    return LocalBlobStore(base_dir=str(settings.data_dir / "blobs"))
+
+
 def build_resources(settings: Settings) -> dict[str, Any]:
     processing = ProcessingResource.from_settings(settings)
     shared = {
@@ -56,11 +68,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         # dagster-aws takes seconds to import: only production pays for it.
         from dagster_aws.s3 import S3PickleIOManager, S3Resource
 
-        from kb_platform.resources.s3_blob_store import S3BlobStore
-
         return {
             **shared,
-            "blob_store": S3BlobStore(s3=S3Resource(), bucket=settings.s3_bucket, prefix="blobs"),
+            "blob_store": blob_store_for(settings),
             "parquet_io_manager": ParquetIOManager(
                 base_uri=f"s3://{settings.s3_bucket}/{settings.s3_prefix}/tables"
             ),
@@ -84,7 +94,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         }
     return {
         **shared,
-        "blob_store": LocalBlobStore(base_dir=str(settings.data_dir / "blobs")),
+        "blob_store": blob_store_for(settings),
         "parquet_io_manager": ParquetIOManager(base_uri=str(settings.data_dir / "tables")),
         "io_manager": FilesystemIOManager(base_dir=str(settings.data_dir / "assets")),
         "kafka": KafkaResource(**kafka_names(settings)),

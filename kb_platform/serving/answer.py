@@ -13,8 +13,10 @@ from kb_platform.index.retriever import Hit
 from kb_platform.models.generator import Generation
 from kb_platform.serving.extractive import extractive_answer, snippet
 from kb_platform.serving.generation import Generator
+from kb_platform.serving.images import image_url
 from kb_platform.serving.prompt import (
     REFUSAL,
+    PromptImage,
     Source,
     build_prompt,
     cited_numbers,
@@ -50,6 +52,9 @@ def citations_for(question: str, sources: list[Source]) -> list[Citation]:
             source_uri=source.hit.source.get("source_uri"),
             snippet=snippet(question, source),
             score=source.hit.score,
+            kind="image" if source.is_image else "text",
+            image_key=source.hit.source.get("image_key") if source.is_image else None,
+            image_url=image_url(source.hit.source.get("image_key")) if source.is_image else None,
         )
         for source in sources
     ]
@@ -96,12 +101,15 @@ def stream_answer(
     max_source_chars: int,
     relevance: Callable[[str, list[Source]], float] | None = None,
     min_relevance: float = 0.0,
+    question_image_text: str | None = None,
+    images: tuple[PromptImage, ...] = (),
 ) -> Iterator[list[Citation] | str | Answer]:
     """The numbered sources as citations (once, first), the generated answer's text pieces as
     they come, then the final ``Answer``: its text is the one to keep (citations of sources
-    never given are removed from it, and a timed-out or uncited generation is replaced by the
-    extractive answer). With ``relevance``, sources whose best similarity to the question is
-    under ``min_relevance`` get a refusal, not a generation."""
+    never given are removed from it, and a timed-out, failed or uncited generation is replaced
+    by the extractive answer). With ``relevance``, sources whose best similarity to the question
+    (and the text read from its image) is under ``min_relevance`` get a refusal, not a
+    generation."""
     sources = number_sources(hits)
     given = citations_for(question, sources)
     yield given
@@ -109,7 +117,7 @@ def stream_answer(
         yield Answer(NO_SOURCES, [], [], True, "no sources retrieved", "stop", 0, 0.0)
         return
     if relevance is not None:
-        best = relevance(question, sources)
+        best = relevance(f"{question} {question_image_text or ''}".strip(), sources)
         if best < min_relevance:
             yield Answer(
                 REFUSAL,
@@ -124,7 +132,13 @@ def stream_answer(
                 refused=True,
             )
             return
-    prompt = build_prompt(question, sources, max_source_chars=max_source_chars)
+    prompt = build_prompt(
+        question,
+        sources,
+        max_source_chars=max_source_chars,
+        question_image_text=question_image_text,
+        images=images,
+    )
     started = time.perf_counter()
     generation: Generation | None = None
     for item in generator.stream(prompt, max_new_tokens=max_new_tokens, deadline=deadline):
@@ -145,6 +159,16 @@ def settle(
 ) -> Answer:
     """The answer a finished generation gives: cited, refused, or the extractive fallback;
     ``given`` are the sources' citations (``citations_for``)."""
+    if generation.finish_reason == "error":
+        return _fallback(
+            question,
+            sources,
+            given,
+            f"the generator failed: {generation.error or 'no reason given'}",
+            "error",
+            generation.tokens,
+            seconds,
+        )
     if generation.finish_reason == "timeout":
         return _fallback(
             question,

@@ -7,6 +7,7 @@ or finish in time reports ``timeout`` and the caller answers extractively."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +27,11 @@ from kb_platform.serving.prompt import (
 )
 
 Stream = Iterator[str | Generation]
+log = logging.getLogger(__name__)
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
 
 
 class Generator(Protocol):
@@ -120,18 +126,24 @@ class LocalAnswerGenerator(_InProcess):
 
 class OpenAICompatibleGenerator:
     """``POST {base_url}/chat/completions`` with temperature 0, ``max_tokens``, ``stop`` and
-    ``stream``: the server's server-sent events are passed on piece by piece."""
+    ``stream``: the server's server-sent events are passed on piece by piece. With ``vision``
+    (a vision-language model: vLLM, Ollama, a hosted one), the prompt's images go along as
+    ``image_url`` parts. A server that refuses the request or cannot be reached ends the
+    generation with ``error`` and what it said; the caller answers extractively."""
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None):
-        self.name = f"{model} (openai-compatible)"
+    def __init__(
+        self, base_url: str, model: str, api_key: str | None = None, *, vision: bool = False
+    ):
+        self.name = f"{model} (openai-compatible{', vision' if vision else ''})"
         self.model = model
+        self.vision = vision
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers)
 
     def body(self, prompt: Prompt, max_new_tokens: int) -> dict:
         return {
             "model": self.model,
-            "messages": chat_messages(prompt),
+            "messages": chat_messages(prompt, vision=self.vision),
             "max_tokens": max_new_tokens,
             "temperature": 0,
             "stop": list(CHAT_STOP),
@@ -155,7 +167,8 @@ class OpenAICompatibleGenerator:
             ) as response:
                 if response.is_error:
                     response.read()
-                    response.raise_for_status()
+                    yield self._failed(response, started)
+                    return
                 for line in response.iter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -174,7 +187,22 @@ class OpenAICompatibleGenerator:
                         break
         except httpx.TimeoutException:
             reason = "timeout"
-        yield Generation("".join(text), len(text), reason, time.perf_counter() - started)
+        except httpx.TransportError as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            log.warning("the answer server could not be reached: %s", message)
+            yield Generation("".join(text), len(text), "error", _since(started), message)
+            return
+        yield Generation("".join(text), len(text), reason, _since(started))
+
+    def _failed(self, response: httpx.Response, started: float) -> Generation:
+        try:
+            detail = response.json().get("error", response.text)
+            detail = detail.get("message", detail) if isinstance(detail, dict) else detail
+        except ValueError:
+            detail = response.text
+        message = f"status {response.status_code}: {str(detail)[:500]}"
+        log.warning("the answer server refused the request: %s", message)
+        return Generation("", 0, "error", _since(started), message)
 
     def warmup(self) -> float:
         started = time.perf_counter()

@@ -46,6 +46,13 @@ _DISPOSITION = re.compile(rb"^content-disposition:([^\r\n]*)\r?$", re.IGNORECASE
 _NAME = re.compile(rb'(?:^|;)\s*name="([^"]*)"')
 
 
+def _endpoint_label(path: str) -> str:
+    """A bounded label: the route, with every stored image as one."""
+    if path in API_ROUTES or path in PROBES or path == "/metrics":
+        return path
+    return "/images" if path.startswith("/images/") else "other"
+
+
 class _Slots:
     """A concurrency limit that refuses instead of queueing (the client retries elsewhere)."""
 
@@ -135,9 +142,7 @@ class ServingMiddleware:
                 await self._error(send_with_id, exc, request_id)
         finally:
             seconds = time.perf_counter() - started
-            endpoint = (
-                path if path in API_ROUTES or path in PROBES or path == "/metrics" else "other"
-            )
+            endpoint = _endpoint_label(path)
             metrics().requests.labels(endpoint, str(state["status"])).observe(seconds)
             access_log.info(
                 "%s %s %s",

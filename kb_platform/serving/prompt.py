@@ -9,8 +9,10 @@ chat template's reply, the base model (gemma-3-270m) as a completion.
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from kb_platform.index.retriever import Hit
 
@@ -32,6 +34,10 @@ CHAT_INSTRUCTIONS = (
 # relevance gate decides that before generation).
 GROUNDED_INSTRUCTIONS = f"{_CITE} Answer in two to four sentences."
 CHAT_REMINDER = "Answer from the sources above, citing them like [1]."
+IMAGE_SOURCES_NOTE = (
+    "Sources marked (image: ...) are pictures, given by the text shown with them and the text "
+    "of their page; cite them by number like the others."
+)
 CHAT_STOP = ("\nQuestion:", "\nSources:")
 _REFUSALS = (
     "sources do not contain",
@@ -65,6 +71,32 @@ class Source:
         page = self.hit.source.get("page")
         return int(page) if page is not None else None
 
+    @property
+    def is_image(self) -> bool:
+        return self.hit.source.get("kind") == "image"
+
+    @property
+    def image_kind(self) -> str:
+        """figure (an image embedded in a page) or page (a page render, or the picture itself)."""
+        return "figure" if "-img-" in self.hit.chunk_id.rsplit(":", 1)[-1] else "page"
+
+    @property
+    def page_text(self) -> str:
+        """Images: the text of the page they are on (kb_platform.serving.multimodal adds it)."""
+        return str(self.hit.source.get("page_text") or "")
+
+
+@dataclass(frozen=True)
+class PromptImage:
+    """An image a vision-language model is shown: what it is, and its bytes."""
+
+    label: str  # e.g. "Image of source [2]" or "The question's image"
+    data: bytes
+    mime: str = "image/png"
+
+    def data_url(self) -> str:
+        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -75,6 +107,7 @@ class Prompt:
     # What a completion model's continuation may begin with: a given source's number and "]"
     # (the prefix ends with "["), so its first citation is valid by construction.
     starts: tuple[str, ...] = ()
+    images: tuple[PromptImage, ...] = ()  # sent as image parts to a vision-language model
 
 
 def number_sources(hits: list[Hit]) -> list[Source]:
@@ -90,27 +123,55 @@ def clip_text(text: str, max_chars: int) -> str:
     return (cut[: cut.rfind(" ")] if " " in cut else cut) + " ..."
 
 
-def _source_block(sources: list[Source], max_chars: int) -> str:
-    lines = []
-    for source in sources:
-        where = source.title
-        if source.page is not None:
-            where = f"{where}, page {source.page}" if where else f"page {source.page}"
+def _where(source: Source) -> str:
+    where = source.title
+    if source.page is not None:
+        where = f"{where}, page {source.page}" if where else f"page {source.page}"
+    return where
+
+
+def _source_line(source: Source, max_chars: int) -> str:
+    where = _where(source)
+    if not source.is_image:
         head = f"[{source.number}] ({where}) " if where else f"[{source.number}] "
-        lines.append(head + clip_text(source.text, max_chars))
-    return "\n".join(lines)
+        return head + clip_text(source.text, max_chars)
+    # An image reaches a text-only model as the words around it: what is shown with it (a
+    # figure's caption, or its page's text) and, when that is not the same, its page's text.
+    label = f"image: {source.image_kind}" + (f", {where}" if where else "")
+    shown = clip_text(source.text, max_chars // 2)
+    line = f"[{source.number}] ({label}) Shown with it: {shown or '(nothing)'}"
+    page = clip_text(source.page_text, max_chars // 2)
+    if page and not page.startswith(shown.removesuffix(" ...")):
+        line += f" Its page says: {page}"
+    return line
 
 
-def build_prompt(question: str, sources: list[Source], *, max_source_chars: int) -> Prompt:
+def build_prompt(
+    question: str,
+    sources: list[Source],
+    *,
+    max_source_chars: int,
+    question_image_text: str | None = None,
+    images: tuple[PromptImage, ...] = (),
+) -> Prompt:
+    """The grounded prompt. Image sources are described in words (every model can read them);
+    a question sent with an image gets the text read from that image (``question_image_text``,
+    "" when none was found); ``images`` go to vision-language models as image parts."""
     question = _SPACE.sub(" ", question).strip()
-    block = _source_block(sources, max_source_chars)
-    user = f"Sources:\n{block}\n\nQuestion: {question}"
+    block = "\n".join(_source_line(source, max_source_chars) for source in sources)
+    lead = IMAGE_SOURCES_NOTE + "\n" if any(source.is_image for source in sources) else ""
+    user = f"{lead}Sources:\n{block}\n\n"
+    if question_image_text is not None:
+        read = clip_text(question_image_text, max_source_chars) or "(no text was found in it)"
+        user += f"The question comes with an image. Text read from that image: {read}\n"
+    user += f"Question: {question}"
     completion = f"{INSTRUCTIONS}\n\n{user}\nAnswer: {ANSWER_PREFIX}"
     return Prompt(
         completion=completion,
         user=f"{user}\n\n{CHAT_REMINDER}",
         prefix=ANSWER_PREFIX,
         starts=tuple(f"{source.number}]" for source in sources),
+        images=images,
     )
 
 
@@ -126,10 +187,20 @@ def cited_numbers(answer: str, count: int) -> list[int]:
     return found
 
 
-def chat_messages(prompt: Prompt, *, system: str | None = None) -> list[dict[str, str]]:
+def chat_messages(
+    prompt: Prompt, *, system: str | None = None, vision: bool = False
+) -> list[dict[str, Any]]:
+    """System and user messages; with ``vision``, the user message is a list of parts (the
+    OpenAI chat format): its text, then each image as a label and an ``image_url`` data URL."""
+    content: str | list[dict[str, Any]] = prompt.user
+    if vision and prompt.images:
+        content = [{"type": "text", "text": prompt.user}]
+        for image in prompt.images:
+            content.append({"type": "text", "text": f"{image.label}:"})
+            content.append({"type": "image_url", "image_url": {"url": image.data_url()}})
     return [
         {"role": "system", "content": system or prompt.system},
-        {"role": "user", "content": prompt.user},
+        {"role": "user", "content": content},
     ]
 
 

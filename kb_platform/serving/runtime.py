@@ -24,6 +24,8 @@ from kb_platform.index.retriever import (
     reciprocal_rank_fusion,
 )
 from kb_platform.models import registry
+from kb_platform.resources import blob_store_for
+from kb_platform.resources.blob_store import BlobStore, LocalBlobStore
 from kb_platform.serving.answer import Answer, stream_answer
 from kb_platform.serving.clip import load_clip
 from kb_platform.serving.errors import SearchBackendUnavailable, ServingError
@@ -33,8 +35,11 @@ from kb_platform.serving.generation import (
     LocalAnswerGenerator,
     OpenAICompatibleGenerator,
 )
+from kb_platform.serving.images import ImageEndpoint, ServedImage
 from kb_platform.serving.limits import load_image
 from kb_platform.serving.metrics import metrics
+from kb_platform.serving.multimodal import AskContext, AskContextBuilder
+from kb_platform.serving.parts import answer_parts
 from kb_platform.serving.prompt import Source
 from kb_platform.serving.readiness import Readiness
 from kb_platform.serving.relevance import EncodeMany, best_similarity
@@ -79,6 +84,22 @@ class RagRuntime:
         self.generator: Generator | None = None
         self.clip: ClipQueries | None = None
         self.clip_missing = "the service is still warming up"
+        self.blobs: BlobStore = (
+            LocalBlobStore(base_dir=str(settings.blob_dir))
+            if settings.blob_dir is not None
+            else blob_store_for(self.base)
+        )
+        self.context = AskContextBuilder(
+            settings, self.names.read_alias, self.base.ocr_languages, self.blobs
+        )
+        self.images = ImageEndpoint(
+            self.blobs,
+            self.es,
+            self.names.read_alias,
+            max_bytes=settings.max_image_response_bytes,
+            max_pixels=settings.max_image_pixels,
+            max_side=settings.max_image_side,
+        )
 
     # warm-up and readiness
 
@@ -139,6 +160,7 @@ class RagRuntime:
                 settings.openai_base_url,
                 settings.openai_model,
                 _read_secret(settings.openai_api_key_file),
+                vision=settings.openai_vision,
             )
             remote.warmup()
             return remote
@@ -293,29 +315,24 @@ class RagRuntime:
         generator = self.generator
         settings = self.settings
         started = time.perf_counter()
-        hits, _ = self._retrieve(
-            self._retriever(request_id),
-            query=request.question,
-            image=request.image,
-            mode=request.mode,
-            target="chunks",
-            k=request.k,
-            filters=filters_of(request.filters),
-        )
+        context = self._ask_context(request, request_id)
         retrieval_s = time.perf_counter() - started
         budget = min(
             request.timeout_s or settings.generation_timeout_s, settings.generation_timeout_s
         )
         max_tokens = min(request.max_tokens or settings.max_new_tokens, settings.max_new_tokens_cap)
+        question_image = context.question_image
         pieces = stream_answer(
             request.question,
-            hits,
+            context.hits,
             generator,
             max_new_tokens=max_tokens,
             deadline=time.monotonic() + budget,
             max_source_chars=settings.max_source_chars,
             relevance=self._relevance,
             min_relevance=settings.min_source_similarity,
+            question_image_text=question_image.ocr_text if question_image else None,
+            images=context.images,
         )
 
         def events() -> Iterator[list[Citation] | str | AskResponse]:
@@ -323,9 +340,11 @@ class RagRuntime:
             first_token_s = None
             for item in pieces:
                 if isinstance(item, Answer):
-                    yield self._respond(
+                    response = self._respond(
                         item, generator.name, request_id, started, retrieval_s, first_token_s
                     )
+                    response.question_image = question_image
+                    yield response
                     return
                 if isinstance(item, str) and first_token_s is None:
                     first_token_s = time.perf_counter() - generating
@@ -333,6 +352,22 @@ class RagRuntime:
                 yield item
 
         return events()
+
+    def _ask_context(self, request: AskRequest, request_id: str | None) -> AskContext:
+        started = time.perf_counter()
+        with self._index_errors():
+            context, label = self.context.build(
+                self._retriever(request_id),
+                request,
+                vision=getattr(self.generator, "vision", False),
+            )
+        metrics().retrieval.labels(label).observe(time.perf_counter() - started)
+        return context
+
+    def image(self, key: str, side: int | None = None) -> ServedImage:
+        """A stored image that answers cite (kb_platform.serving.images)."""
+        with self._index_errors():
+            return self.images.fetch(key, side)
 
     def _relevance(self, question: str, sources: list[Source]) -> float:
         assert self.encode_many is not None
@@ -355,6 +390,7 @@ class RagRuntime:
         return AskResponse(
             request_id=request_id,
             answer=answer.text,
+            parts=answer_parts(answer.text, answer.citations),
             citations=answer.citations,
             sources=answer.sources,
             extractive=answer.extractive,

@@ -124,6 +124,41 @@ class Citation(BaseModel):
     source_uri: str | None = None
     snippet: str
     score: float
+    kind: Literal["text", "image"] = Field(default="text", description="a chunk or an image")
+    image_key: str | None = Field(default=None, description="images: the stored image's key")
+    image_url: str | None = Field(
+        default=None, description="images: where the service serves it (GET, same API key)"
+    )
+
+
+class TextPart(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+    citations: list[int] = Field(default_factory=list, description="the [n] this text cites")
+
+
+class ImagePart(BaseModel):
+    """An image the answer cites, placed after the text that cites it."""
+
+    type: Literal["image"] = "image"
+    number: int = Field(description="the [n] of the image source")
+    doc_id: str
+    page: int | None = None
+    image_key: str
+    url: str = Field(description="GET it with the same API key; ?max_side=N for a smaller copy")
+    caption: str | None = Field(default=None, description="the text shown with the image")
+    score: float
+
+
+AnswerPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
+class QuestionImage(BaseModel):
+    """What the service read from the image sent with the question."""
+
+    width: int
+    height: int
+    ocr_text: str = Field(description="its text as Tesseract read it (empty: none found)")
 
 
 class AskResponse(BaseModel):
@@ -133,6 +168,11 @@ class AskResponse(BaseModel):
     sources: list[Citation] = Field(
         default_factory=list, description="every numbered source the answer was given"
     )
+    parts: list[AnswerPart] = Field(
+        default_factory=list,
+        description="the answer as typed parts: text with its [n], and the images it cites",
+    )
+    question_image: QuestionImage | None = None
     extractive: bool = Field(description="true: sentences quoted from the sources (fallback)")
     refused: bool = Field(
         default=False, description="true: the model said the sources do not contain the answer"

@@ -89,6 +89,15 @@ class ServingSettings(BaseSettings):
     # CLIP (image search): an export directory, else the promoted checkpoint if there is one
     clip_export_dir: Path | None = None
 
+    # multimodal answers: images among /ask's sources (with CLIP), the text read from an image
+    # sent with the question, and the stored images the answers cite (GET /images/...)
+    ask_image_sources: int = 2  # at most this many of an answer's sources are images
+    question_image_ocr_timeout_s: float = 20.0
+    blob_dir: Path | None = None  # where the images are stored; default: the pipeline's store
+    max_image_response_bytes: int = 8 * 1024 * 1024
+    max_image_side: int = 4096  # the largest ?max_side= a client may ask for
+    openai_vision: bool = False  # the OpenAI-compatible model takes image parts (a VLM)
+
     # the query encoder's runtime: the float MiniLM on ONNX Runtime gives the index's own vectors
     # at half PyTorch's time; onnx-int8 is faster again but costs Cranfield knn nDCG@10 0.005
     # (benchmarks/retrieval.py)

@@ -11,12 +11,14 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from PIL import Image
 
 from kb_platform.models.answerers import ensure_in_store
 from kb_platform.models.generator import Generation
 from kb_platform.serving.answer import answer_question
 from kb_platform.serving.generation import OpenAICompatibleGenerator, generate
-from kb_platform.serving.prompt import build_prompt, number_sources
+from kb_platform.serving.multimodal import png_for_vision
+from kb_platform.serving.prompt import PromptImage, build_prompt, number_sources
 from kb_platform_tests.ports import free_port
 from kb_platform_tests.serving.test_serving_units import hits
 
@@ -128,3 +130,57 @@ def test_a_whole_answer_through_the_server_cites_only_given_sources(
     assert sorted(given) == [1, 2]
     assert all(given[c.number] == c for c in answer.citations)
     assert answer.refused or answer.citations
+
+
+def _vision_prompt():
+    picture = png_for_vision(Image.new("RGB", (64, 48), "red"))
+    return build_prompt(
+        QUESTION,
+        number_sources(hits()),
+        max_source_chars=300,
+        images=(PromptImage("The image sent with the question", picture),),
+    )
+
+
+def test_image_parts_pass_the_servers_validation_and_a_refusal_falls_back_to_quotes(
+    server: str,
+) -> None:
+    """No vision weights can be had here, so what is proven is the request: llama.cpp's server
+    checks every chat request against its models of the OpenAI API before a model sees it. The
+    image parts the generator sends pass that check (a malformed part, below, does not); the
+    text-only model behind it then cannot take them, and the answer is quoted instead."""
+    vision = OpenAICompatibleGenerator(server, MODEL, vision=True)
+    try:
+        prompt = _vision_prompt()
+        result = generate(vision, prompt, max_new_tokens=8, deadline=time.monotonic() + 60)
+        assert result.finish_reason != "error" or "validation" not in (result.error or "")
+        broken = vision.body(prompt, 8)
+        broken["messages"][1]["content"][2]["image_url"] = {"href": "data:image/png;base64,AA"}
+        refused = httpx.post(f"{server}/chat/completions", json=broken, timeout=30)
+        assert refused.status_code >= 400
+        assert "validation error" in refused.text and "image_url" in refused.text
+        answer = answer_question(
+            QUESTION,
+            hits(),
+            vision,
+            max_new_tokens=8,
+            deadline=time.monotonic() + 60,
+            max_source_chars=300,
+            images=prompt.images,
+        )
+        if result.finish_reason == "error":
+            assert answer.extractive and answer.finish_reason == "error"
+            assert (
+                answer.fallback_reason and "the generator failed: status" in answer.fallback_reason
+            )
+    finally:
+        vision.close()
+
+
+def test_an_unreachable_server_ends_the_generation_with_an_error(server: str) -> None:
+    gone = OpenAICompatibleGenerator(f"http://127.0.0.1:{free_port()}/v1", MODEL)
+    try:
+        result = generate(gone, _prompt(), max_new_tokens=8, deadline=time.monotonic() + 10)
+        assert result.finish_reason == "error" and "ConnectError" in (result.error or "")
+    finally:
+        gone.close()
