@@ -187,7 +187,7 @@ def main() -> None:
     parser.add_argument("--modes", default="hybrid,knn,bm25")
     parser.add_argument(
         "--query-encoders",
-        default="torch,onnx",
+        default="torch,onnx,onnx-int8",
         help="KB_SERVING_QUERY_ENCODER values, one service each, in this order (before, after)",
     )
     parser.add_argument("--asks", type=int, default=8)

@@ -58,6 +58,10 @@ def chunk_mappings(text_dims: int = TEXT_DIMS, clip_dims: int = CLIP_DIMS) -> di
 
     return {
         "dynamic": "strict",
+        # The vectors and the analysed text are indexed but not kept in _source: every hit's
+        # fetch would parse ~900 floats of JSON it never returns (benchmarks/serving.py). The
+        # index is rebuilt from the stored tables, never reindexed from itself.
+        "_source": {"excludes": ["text_vector", "clip_vector", "search_text"]},
         "properties": {
             "chunk_id": {"type": "keyword"},
             "doc_id": {"type": "keyword"},

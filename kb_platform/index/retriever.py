@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
-from elasticsearch import Elasticsearch
+from elastic_transport import ApiResponseMeta
+from elasticsearch import ApiError, Elasticsearch
+from elasticsearch.exceptions import HTTP_EXCEPTIONS
 
 from kb_platform.config import get_settings
 from kb_platform.index.analysis import analyze
@@ -91,6 +93,22 @@ def reciprocal_rank_fusion(
     return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
 
 
+def item_error(meta: ApiResponseMeta, response: dict[str, Any]) -> ApiError:
+    """The exception one search of an ``msearch`` would have raised on its own (a missing index
+    is a NotFoundError, an overloaded node a 429 or 503)."""
+    status = int(response.get("status") or 500)
+    error = response["error"]
+    item_meta = ApiResponseMeta(
+        status=status,
+        http_version=meta.http_version,
+        headers=meta.headers,
+        duration=meta.duration,
+        node=meta.node,
+    )
+    message = error.get("type", "error") if isinstance(error, dict) else str(error)
+    return HTTP_EXCEPTIONS.get(status, ApiError)(message=message, meta=item_meta, body=response)
+
+
 class Retriever:
     def __init__(
         self,
@@ -138,28 +156,25 @@ class Retriever:
             for rank, h in enumerate(response["hits"]["hits"], start=1)
         ]
 
-    def bm25(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
+    def _bm25_body(self, query: str, k: int, filters: Filters | None) -> dict[str, Any]:
         bool_query: dict[str, Any] = {
             "must": [{"match": {"search_text": analyze(query)}}],
             "must_not": [NOT_IMAGES],  # images carry their page's text: the chunks cite it
         }
         if filters and filters.clauses():
             bool_query["filter"] = filters.clauses()
-        response = self.es.search(
-            index=self.index, query={"bool": bool_query}, size=k, source=SOURCE_FIELDS
-        )
-        return self._hits(response, "bm25")
+        return {"query": {"bool": bool_query}, "size": k, "_source": SOURCE_FIELDS}
 
-    def knn_vector(
+    def _knn_body(
         self,
         vector: Sequence[float] | np.ndarray,
-        k: int = 10,
-        filters: Filters | None = None,
+        k: int,
+        filters: Filters | None,
         *,
         field_name: str = "text_vector",
         num_candidates: int | None = None,
         extra: Sequence[dict[str, Any]] = (),
-    ) -> list[Hit]:
+    ) -> dict[str, Any]:
         knn: dict[str, Any] = {
             "field": field_name,
             "query_vector": [float(x) for x in vector],
@@ -172,8 +187,43 @@ class Retriever:
         clauses = [*(filters.clauses() if filters else []), *extra]
         if clauses:
             knn["filter"] = clauses
-        response = self.es.search(index=self.index, knn=knn, size=k, source=SOURCE_FIELDS)
-        return self._hits(response, "knn")
+        return {"knn": knn, "size": k, "_source": SOURCE_FIELDS}
+
+    def _search(self, body: dict[str, Any]) -> dict[str, Any]:
+        # the search API's keyword for a request body's "_source" is "source"
+        params = {("source" if name == "_source" else name): v for name, v in body.items()}
+        return self.es.search(index=self.index, **params)
+
+    def _msearch(self, bodies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Several searches in one request (one round trip, run side by side by the server);
+        a search that failed raises as it would have on its own."""
+        searches: list[dict[str, Any]] = []
+        for body in bodies:
+            searches += [{}, body]
+        result = self.es.msearch(index=self.index, searches=searches)
+        responses = result["responses"]
+        for response in responses:
+            if "error" in response:
+                raise item_error(result.meta, response)
+        return responses
+
+    def bm25(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
+        return self._hits(self._search(self._bm25_body(query, k, filters)), "bm25")
+
+    def knn_vector(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        k: int = 10,
+        filters: Filters | None = None,
+        *,
+        field_name: str = "text_vector",
+        num_candidates: int | None = None,
+        extra: Sequence[dict[str, Any]] = (),
+    ) -> list[Hit]:
+        body = self._knn_body(
+            vector, k, filters, field_name=field_name, num_candidates=num_candidates, extra=extra
+        )
+        return self._hits(self._search(body), "knn")
 
     def knn(self, query: str, k: int = 10, filters: Filters | None = None) -> list[Hit]:
         return self.knn_vector(self.encode_query(query), k, filters)
@@ -190,9 +240,13 @@ class Retriever:
         collapsed to documents (a document ranks where its best chunk ranks) and documents are
         fused: one hit per document, its best chunk as the citation."""
         window = max(k, self.fusion_window)
-        lexical = self.bm25(query, window, filters)
-        semantic = self.knn(query, window, filters)
-        return self._fuse([lexical, semantic], k, per_document=per_document)
+        vector = self.encode_query(query)
+        lexical, semantic = self._msearch(
+            [self._bm25_body(query, window, filters), self._knn_body(vector, window, filters)]
+        )
+        return self._fuse(
+            [self._hits(lexical, "bm25"), self._hits(semantic, "knn")], k, per_document=per_document
+        )
 
     def _fuse(self, lists: Sequence[list[Hit]], k: int, *, per_document: bool) -> list[Hit]:
         key = (lambda h: h.doc_id) if per_document else (lambda h: h.chunk_id)

@@ -64,6 +64,17 @@ def test_template_gives_every_version_the_mapping(es: Elasticsearch, names: Inde
     mapping = es.indices.get_mapping(index=index)[index]["mappings"]
     assert mapping["properties"]["text_vector"]["index_options"]["type"] == "int8_hnsw"
     assert mapping["properties"]["clip_vector"]["similarity"] == "cosine"
+    # vectors are searchable but not kept in _source (a hit's fetch would parse them for nothing)
+    assert {"text_vector", "clip_vector"} <= set(mapping["_source"]["excludes"])
+    vector = _random_vectors(1)[0]
+    replace_document_chunks(es, names.write_alias, "d9", [_doc("d9", 0, "a chunk", vector)])
+    es.indices.refresh(index=names.write_alias)
+    found = es.search(
+        index=names.read_alias,
+        knn={"field": "text_vector", "query_vector": vector.tolist(), "k": 1, "num_candidates": 10},
+    )["hits"]["hits"]
+    assert found[0]["_source"]["doc_id"] == "d9"
+    assert "text_vector" not in found[0]["_source"] and found[0]["_source"]["text"] == "a chunk"
     assert ensure_index(es, names) == index  # idempotent
 
 

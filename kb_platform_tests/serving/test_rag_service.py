@@ -484,10 +484,10 @@ def test_metrics_cover_requests_warmup_generation_and_readiness(client: httpx.Cl
         "kb_serving_ready 1.0",
     ]:
         assert needle in text, needle
-    # Queries are encoded on ONNX Runtime (the default) into the index's own model version.
+    # Queries are encoded by the int8 ONNX graph (the default) of the index's model.
     encoders = [line for line in text.splitlines() if line.startswith("kb_serving_query_encoder")]
     assert len(encoders) == 1 and encoders[0].endswith(" 1.0"), encoders
-    assert 'runtime="onnx"' in encoders[0] and 'version="minilm-l6-v2"' in encoders[0]
+    assert 'runtime="onnx-int8"' in encoders[0] and 'version="minilm-l6-v2-int8"' in encoders[0]
 
 
 def test_logs_are_json_lines_with_request_ids(
