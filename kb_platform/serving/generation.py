@@ -196,10 +196,11 @@ class OpenAICompatibleGenerator:
 
     def _failed(self, response: httpx.Response, started: float) -> Generation:
         try:
-            detail = response.json().get("error", response.text)
-            detail = detail.get("message", detail) if isinstance(detail, dict) else detail
+            body = response.json()
         except ValueError:
-            detail = response.text
+            body = None
+        detail = body.get("error", response.text) if isinstance(body, dict) else response.text
+        detail = detail.get("message", detail) if isinstance(detail, dict) else detail
         message = f"status {response.status_code}: {str(detail)[:500]}"
         log.warning("the answer server refused the request: %s", message)
         return Generation("", 0, "error", _since(started), message)

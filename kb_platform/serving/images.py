@@ -49,7 +49,7 @@ def _not_found(key: str) -> ServingError:
 class ImageEndpoint:
     def __init__(
         self,
-        blobs: BlobStore | None,
+        blobs: BlobStore,
         es: Elasticsearch,
         index: str,
         *,
@@ -71,8 +71,6 @@ class ImageEndpoint:
             raise ServingError(
                 400, f"max_side must be between {MIN_SIDE} and {self.max_side}", code="bad_request"
             )
-        if self.blobs is None:
-            raise ServingError(503, "no blob store is configured for images", code="no_images")
         indexed = self.es.count(
             index=self.index,
             query={"bool": {"filter": [{"term": {"kind": "image"}}, {"term": {"image_key": key}}]}},

@@ -153,19 +153,15 @@ def png_for_vision(image: Image.Image) -> bytes:
 
 
 def vision_images(
-    picture: Image.Image | None, hits: list[Hit], blobs: BlobStore | None, *, max_images: int
+    picture: Image.Image | None, hits: list[Hit], blobs: BlobStore, *, max_images: int
 ) -> tuple[PromptImage, ...]:
     """What a vision-language model is shown: the question's picture, then the image sources'
     stored images (at most ``max_images`` of those; one that cannot be read is left out, logged)."""
     images = []
     if picture is not None:
         images.append(PromptImage("The image sent with the question", png_for_vision(picture)))
-    if blobs is None:
-        return tuple(images)
-    numbered = [(n, hit) for n, hit in enumerate(hits, start=1)]
-    for number, hit in [(n, h) for n, h in numbered if h.source.get("kind") == "image"][
-        :max_images
-    ]:
+    numbered = [(n, h) for n, h in enumerate(hits, start=1) if h.source.get("kind") == "image"]
+    for number, hit in numbered[:max_images]:
         try:
             stored = Image.open(io.BytesIO(blobs.get(str(hit.source["image_key"]))))
             images.append(PromptImage(f"Image of source [{number}]", png_for_vision(stored)))
@@ -177,26 +173,26 @@ def vision_images(
 class AskContextBuilder:
     """Everything /ask gives its answer model, from a request and a retriever."""
 
-    def __init__(
-        self, settings: ServingSettings, index: str, ocr_languages: str, blobs: BlobStore | None
-    ):
+    def __init__(self, settings: ServingSettings, index: str, ocr_languages: str, blobs: BlobStore):
         self.settings = settings
         self.index = index
         self.ocr_languages = ocr_languages
         self.blobs = blobs
 
-    def build(
-        self, retriever: Retriever, request: AskRequest, *, vision: bool
-    ) -> tuple[AskContext, str]:
-        """(the context, the retrievals that ran) for one /ask request."""
-        settings = self.settings
-        picture = None
-        if request.image is not None:
-            picture = load_image(
-                request.image,
-                max_bytes=settings.max_image_bytes,
-                max_pixels=settings.max_image_pixels,
-            )
+    def picture(self, request: AskRequest) -> Image.Image | None:
+        """The image sent with the question, checked (kb_platform.serving.limits), if any."""
+        if request.image is None:
+            return None
+        return load_image(
+            request.image,
+            max_bytes=self.settings.max_image_bytes,
+            max_pixels=self.settings.max_image_pixels,
+        )
+
+    def retrieve(
+        self, retriever: Retriever, request: AskRequest, picture: Image.Image | None
+    ) -> tuple[list[Hit], str]:
+        """(the sources, image sources with their page's text; the retrievals that ran)."""
         hits, label = ask_hits(
             retriever,
             request.question,
@@ -204,17 +200,23 @@ class AskContextBuilder:
             mode=request.mode,
             k=request.k,
             filters=filters_of(request.filters),
-            max_images=settings.ask_image_sources,
+            max_images=self.settings.ask_image_sources,
         )
-        hits = with_page_text(retriever.es, self.index, hits)
+        return with_page_text(retriever.es, self.index, hits), label
+
+    def describe(self, hits: list[Hit], picture: Image.Image | None, *, vision: bool) -> AskContext:
+        """The sources with what was read from the question's image, and the images a
+        vision-language model is shown."""
         question_image = None
         if picture is not None:
             question_image = read_question_image(
                 picture,
                 languages=self.ocr_languages,
-                timeout_s=settings.question_image_ocr_timeout_s,
+                timeout_s=self.settings.question_image_ocr_timeout_s,
             )
-        images = ()
+        images: tuple[PromptImage, ...] = ()
         if vision:
-            images = vision_images(picture, hits, self.blobs, max_images=settings.ask_image_sources)
-        return AskContext(hits, question_image, images), label
+            images = vision_images(
+                picture, hits, self.blobs, max_images=self.settings.ask_image_sources
+            )
+        return AskContext(hits, question_image, images)

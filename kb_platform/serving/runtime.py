@@ -17,11 +17,11 @@ from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
 from kb_platform.config import Settings, get_settings
 from kb_platform.index.mapping import IndexNames
 from kb_platform.index.retriever import (
+    RRF_K,
     ClipQueries,
     Filters,
     Hit,
     Retriever,
-    reciprocal_rank_fusion,
 )
 from kb_platform.models import registry
 from kb_platform.resources import blob_store_for
@@ -38,7 +38,7 @@ from kb_platform.serving.generation import (
 from kb_platform.serving.images import ImageEndpoint, ServedImage
 from kb_platform.serving.limits import load_image
 from kb_platform.serving.metrics import metrics
-from kb_platform.serving.multimodal import AskContext, AskContextBuilder
+from kb_platform.serving.multimodal import AskContext, AskContextBuilder, fuse_sources
 from kb_platform.serving.parts import answer_parts
 from kb_platform.serving.prompt import Source
 from kb_platform.serving.readiness import Readiness
@@ -47,6 +47,7 @@ from kb_platform.serving.schemas import (
     AskRequest,
     AskResponse,
     Citation,
+    QuestionImage,
     SearchRequest,
     SearchResponse,
 )
@@ -263,7 +264,8 @@ class RagRuntime:
                     text_hits, _ = search_text(
                         retriever, query, mode=mode, target=target, k=k, filters=filters
                     )
-                    hits, label = _fuse(text_hits, hits, k), f"{mode}+{label}"
+                    hits = fuse_sources([text_hits, hits], k, max_images=k, rrf_k=RRF_K)
+                    label = f"{mode}+{label}"
             else:
                 assert query is not None
                 hits, label = search_text(
@@ -315,8 +317,7 @@ class RagRuntime:
         generator = self.generator
         settings = self.settings
         started = time.perf_counter()
-        context = self._ask_context(request, request_id)
-        retrieval_s = time.perf_counter() - started
+        context, retrieval_s = self._ask_context(request, request_id)
         budget = min(
             request.timeout_s or settings.generation_timeout_s, settings.generation_timeout_s
         )
@@ -340,11 +341,15 @@ class RagRuntime:
             first_token_s = None
             for item in pieces:
                 if isinstance(item, Answer):
-                    response = self._respond(
-                        item, generator.name, request_id, started, retrieval_s, first_token_s
+                    yield self._respond(
+                        item,
+                        generator.name,
+                        request_id,
+                        started,
+                        retrieval_s,
+                        first_token_s,
+                        question_image,
                     )
-                    response.question_image = question_image
-                    yield response
                     return
                 if isinstance(item, str) and first_token_s is None:
                     first_token_s = time.perf_counter() - generating
@@ -353,16 +358,16 @@ class RagRuntime:
 
         return events()
 
-    def _ask_context(self, request: AskRequest, request_id: str | None) -> AskContext:
+    def _ask_context(self, request: AskRequest, request_id: str | None) -> tuple[AskContext, float]:
+        """The context and the seconds its retrieval took (the question image's OCR after)."""
         started = time.perf_counter()
+        picture = self.context.picture(request)
         with self._index_errors():
-            context, label = self.context.build(
-                self._retriever(request_id),
-                request,
-                vision=getattr(self.generator, "vision", False),
-            )
-        metrics().retrieval.labels(label).observe(time.perf_counter() - started)
-        return context
+            hits, label = self.context.retrieve(self._retriever(request_id), request, picture)
+        retrieval_s = time.perf_counter() - started
+        metrics().retrieval.labels(label).observe(retrieval_s)
+        vision = getattr(self.generator, "vision", False)
+        return self.context.describe(hits, picture, vision=vision), retrieval_s
 
     def image(self, key: str, side: int | None = None) -> ServedImage:
         """A stored image that answers cite (kb_platform.serving.images)."""
@@ -381,6 +386,7 @@ class RagRuntime:
         started: float,
         retrieval_s: float,
         first_token_s: float | None,
+        question_image: QuestionImage | None = None,
     ) -> AskResponse:
         m = metrics()
         m.generation.labels(generator, answer.finish_reason).observe(answer.generation_s)
@@ -391,6 +397,7 @@ class RagRuntime:
             request_id=request_id,
             answer=answer.text,
             parts=answer_parts(answer.text, answer.citations),
+            question_image=question_image,
             citations=answer.citations,
             sources=answer.sources,
             extractive=answer.extractive,
@@ -407,9 +414,3 @@ class RagRuntime:
 
     def close(self) -> None:
         self.es.close()
-
-
-def _fuse(first: list[Hit], second: list[Hit], k: int) -> list[Hit]:
-    by_id = {h.chunk_id: h for h in [*second, *first]}
-    fused = reciprocal_rank_fusion([[h.chunk_id for h in first], [h.chunk_id for h in second]])
-    return [Hit(cid, score, by_id[cid].source, by_id[cid].ranks) for cid, score in fused[:k]]
