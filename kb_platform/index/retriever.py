@@ -177,7 +177,7 @@ class Retriever:
     ) -> dict[str, Any]:
         knn: dict[str, Any] = {
             "field": field_name,
-            "query_vector": [float(x) for x in vector],
+            "query_vector": np.asarray(vector, dtype=np.float32).tolist(),
             "k": k,
             "num_candidates": num_candidates or max(k * self.num_candidates_factor, 100),
         }

@@ -6,6 +6,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from elasticsearch import Elasticsearch
 from pydantic import Field, PrivateAttr
 
+from kb_platform.index.client import elasticsearch_client
 from kb_platform.index.mapping import IndexNames
 
 
@@ -20,9 +21,9 @@ class ElasticsearchResource(ConfigurableResource):
     _client: Elasticsearch | None = PrivateAttr(default=None)
 
     def make_client(self) -> Elasticsearch:
-        return Elasticsearch(
+        return elasticsearch_client(
             self.url,
-            api_key=self.api_key or None,
+            api_key=self.api_key,
             request_timeout=self.request_timeout_s,
             max_retries=self.max_retries,
             retry_on_timeout=True,

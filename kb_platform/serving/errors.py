@@ -32,6 +32,7 @@ _CODES = {
     400: "bad_request",
     401: "unauthorized",
     404: "not_found",
+    405: "method_not_allowed",
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid_input",

@@ -29,7 +29,7 @@ from kb_platform.serving.asgi import (
 )
 from kb_platform.serving.auth import ApiKeys
 from kb_platform.serving.errors import ServingError
-from kb_platform.serving.metrics import metrics
+from kb_platform.serving.metrics import exposition, metrics
 from kb_platform.serving.ratelimit import RateLimiter
 from kb_platform.serving.settings import ServingSettings, get_serving_settings
 from kb_platform.structured_logs import reset_request_id, set_request_id
@@ -170,6 +170,9 @@ class ServingMiddleware:
         state: dict[str, Any],
     ) -> None:
         if self._is_open(path):
+            if path == "/metrics":
+                await self._metrics(scope, send)
+                return
             await self.app(scope, receive, send)
             return
         principal = self.keys.authenticate(headers)
@@ -188,6 +191,9 @@ class ServingMiddleware:
                 f"{decision.retry_after_header}s",
                 headers={"Retry-After": decision.retry_after_header},
             )
+        if path == "/metrics":
+            await self._metrics(scope, send)
+            return
         body = await self._read_body(receive, headers, state)
         if path in API_ROUTES and headers.get("content-type", "").startswith("multipart/"):
             fields = url_file_fields(body)
@@ -210,6 +216,24 @@ class ServingMiddleware:
                 headers={"Retry-After": "1"},
             )
         await self._run_with_timeout(scope, replay_body, send, path, slots, state)
+
+    async def _metrics(self, scope: Scope, send: Send) -> None:
+        if scope.get("method") not in ("GET", "HEAD"):
+            raise ServingError(405, "/metrics answers GET", headers={"Allow": "GET, HEAD"})
+        body, content_type = await asyncio.to_thread(exposition)  # reads the mmap'd files
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", content_type.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
 
     async def _read_body(
         self, receive: Receive, headers: dict[str, str], state: dict[str, Any]

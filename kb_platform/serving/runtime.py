@@ -12,9 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
+from elasticsearch import ApiError, NotFoundError, TransportError
 
 from kb_platform.config import Settings, get_settings
+from kb_platform.index.client import elasticsearch_client
 from kb_platform.index.mapping import IndexNames
 from kb_platform.index.retriever import (
     RRF_K,
@@ -70,7 +71,7 @@ class RagRuntime:
         self.settings = settings
         self.base = base or get_settings()
         self.names = IndexNames(self.base.elasticsearch_index_base)
-        self.es = Elasticsearch(
+        self.es = elasticsearch_client(
             self.base.elasticsearch_url,
             api_key=_read_secret(settings.elasticsearch_api_key_file),
             request_timeout=settings.search_timeout_s,
@@ -184,7 +185,7 @@ class RagRuntime:
         if not ok:
             log.warning("index not available at warm-up: %s", detail)
             return
-        self._retriever(None).hybrid("warm up the index", k=1)
+        self._retriever().hybrid("warm up the index", k=1)
 
     def is_alive(self) -> bool:
         """False only when the warm-up failed for good: a restart is the remedy."""
@@ -206,11 +207,10 @@ class RagRuntime:
                 headers={"Retry-After": "5"},
             )
 
-    def _retriever(self, request_id: str | None) -> Retriever:
+    def _retriever(self) -> Retriever:
         assert self.encode is not None
-        es = self.es.options(opaque_id=request_id) if request_id else self.es
         return Retriever(
-            es,
+            self.es,
             self.encode,
             index=self.names.read_alias,
             num_candidates_factor=self.base.knn_num_candidates_factor,
@@ -284,7 +284,7 @@ class RagRuntime:
         self._require_warm()
         started = time.perf_counter()
         hits, label = self._retrieve(
-            self._retriever(request_id),
+            self._retriever(),
             query=request.query,
             image=request.image,
             mode=request.mode,
@@ -363,7 +363,7 @@ class RagRuntime:
         started = time.perf_counter()
         picture = self.context.picture(request)
         with self._index_errors():
-            hits, label = self.context.retrieve(self._retriever(request_id), request, picture)
+            hits, label = self.context.retrieve(self._retriever(), request, picture)
         retrieval_s = time.perf_counter() - started
         metrics().retrieval.labels(label).observe(retrieval_s)
         vision = getattr(self.generator, "vision", False)

@@ -470,7 +470,14 @@ def test_bad_requests_get_the_right_status_and_say_why(
 
 
 def test_metrics_cover_requests_warmup_generation_and_readiness(client: httpx.Client) -> None:
-    text = client.get("/metrics").text
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    text = response.text
+    # The service's middleware serves them; BentoML's own instruments are off (they cost
+    # throughput and repeat kb_serving_request_seconds).
+    assert "bentoml_service_request" not in text
+    assert client.post("/metrics").status_code == 405
     for needle in [
         'kb_serving_request_seconds_count{endpoint="/search",status="200"}',
         'kb_serving_request_seconds_count{endpoint="/search",status="401"}',
