@@ -51,15 +51,14 @@ def markers(instance: DagsterInstance, keys: list[str]) -> dict[str, MessageStat
 
 
 def source_runs(
-    instance: DagsterInstance, topic: str, partition: int, offsets: range
+    instance: DagsterInstance, topic: str, partition: int, offsets: Sequence[int]
 ) -> list[DagsterRun]:
-    """The runs of one topic partition's messages at ``offsets`` (by their ``kb/source`` tags),
-    each offset's newest first: a lookup per chunk of offsets, so the cost follows the offsets
-    asked about and not the instance's whole run history."""
+    """The runs of one topic partition's messages at ``offsets`` (a range, or any offsets, by
+    their ``kb/source`` tags), each offset's newest first: a lookup per chunk of offsets, so the
+    cost follows the offsets asked about and not the instance's whole run history."""
     runs: list[DagsterRun] = []
-    for start in range(offsets.start, offsets.stop, _TAG_CHUNK):
-        chunk = range(start, min(start + _TAG_CHUNK, offsets.stop))
-        keys = [source_key(topic, partition, offset) for offset in chunk]
+    for start in range(0, len(offsets), _TAG_CHUNK):
+        keys = [source_key(topic, partition, o) for o in offsets[start : start + _TAG_CHUNK]]
         runs += instance.get_runs(RunsFilter(tags={"kb/source": keys}))
     return runs
 
@@ -98,11 +97,12 @@ def classify(
     instance: DagsterInstance,
     topic: str,
     partition: int,
-    offsets: range,
+    offsets: Sequence[int],
     read_until: int,
     runs: Sequence[DagsterRun] | None = None,
 ) -> dict[int, MessageState]:
-    """The state of each offset in ``offsets``; ``read_until`` is the sensor's next offset.
+    """The state of each offset in ``offsets`` (a range, or sorted offsets); ``read_until`` is
+    the sensor's next offset.
     ``runs``: ``source_runs`` over (at least) ``offsets`` when the caller has them already."""
     by_run = run_states(source_runs(instance, topic, partition, offsets) if runs is None else runs)
     marked = markers(instance, [source_key(topic, partition, o) for o in offsets])

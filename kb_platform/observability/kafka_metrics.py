@@ -1,9 +1,11 @@
-"""Ingestion metrics from Kafka and the ledger, computed at each scrape: per ingest
+"""Ingestion metrics from Kafka and the ledger, brought up to date at each scrape: per ingest
 topic-partition the end and committed offsets and the lag in messages; per ingest topic the lag
 in seconds (the age of the oldest unsettled message, as kafka-lag-exporter estimates it, but
 from the ledger, so a message counts as waiting until it is indexed, dead-lettered or parked)
 and how many messages are in each ledger state; per dead-letter topic the letters by error class
-and the age of the oldest letter whose document is still dead-lettered.
+and the age of the oldest letter whose document is still dead-lettered. A scrape looks only at
+what may have changed since the last (``IncrementalAudit``, ``LetterLog``), so its cost follows
+the unsettled messages and new letters, not everything the topics retain.
 
 A scrape that cannot reach the broker answers ``kb_kafka_up 0`` instead of failing, so the
 exporter's other metrics (and the alert on Kafka being down) still arrive.
@@ -16,71 +18,45 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka import Consumer, KafkaException
 from dagster import DagsterInstance
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from kb_platform.kafka import ledger
-from kb_platform.kafka.audit import PartitionAudit, audit
-from kb_platform.kafka.dead_letters import headers_dict
-from kb_platform.kafka.ingest_reader import read_from_beginning
+from kb_platform.kafka.audit import PartitionAudit
+from kb_platform.kafka.incremental_audit import IncrementalAudit
 from kb_platform.kafka.lag import oldest_of
 from kb_platform.kafka.ledger import MessageState
 from kb_platform.kafka.topics import Topics
+from kb_platform.observability.letter_log import Letter, LetterLog
 
 log = logging.getLogger(__name__)
 
-MAX_LETTERS = 5000  # dead letters read per scrape (all topics)
-READ_TIMEOUT_S = 5.0
 
-
-@dataclass(frozen=True)
-class Letter:
-    topic: str
-    error_class: str
-    source: tuple[str, int, int]  # the ingest message it stands for
-    produced_at: float  # epoch seconds
-
-
-def letters_on(consumer: Consumer, topics: list[str]) -> list[Letter]:
-    """The dead letters on ``topics`` from their beginning (at most ``MAX_LETTERS``); the
-    consumer must report partition ends (``READER_CONFIG``)."""
-    return [_letter(m) for m in read_from_beginning(consumer, topics, MAX_LETTERS, READ_TIMEOUT_S)]
-
-
-def _letter(message: Message) -> Letter:
-    headers = headers_dict(message.headers())
-    source = (
-        headers.get("source-topic", ""),
-        int(headers.get("source-partition") or -1),
-        int(headers.get("source-offset") or -1),
-    )
-    return Letter(
-        message.topic(),
-        headers.get("error-class") or "unknown",
-        source,
-        message.timestamp()[1] / 1000,
-    )
-
-
-def still_dead_lettered(instance: DagsterInstance, letters: list[Letter]) -> set[tuple]:
-    """The letters' sources that neither a later run indexed nor the replays parked."""
-    by_partition: dict[tuple[str, int], set[int]] = collections.defaultdict(set)
+def still_dead_lettered(
+    instance: DagsterInstance, ledger_audit: IncrementalAudit, letters: list[Letter]
+) -> set[tuple[str, int, int]]:
+    """The letters' sources that neither a later run indexed nor the replays parked: their
+    states from the audit just made, looked up only for sources it does not cover (a letter
+    whose ingest message retention has deleted)."""
+    waiting = set()
+    elsewhere: dict[tuple[str, int], set[int]] = collections.defaultdict(set)
     for letter in letters:
         topic, partition, offset = letter.source
-        if offset >= 0:
-            by_partition[(topic, partition)].add(offset)
-    waiting = set()
-    for (topic, partition), offsets in by_partition.items():
-        span = range(min(offsets), max(offsets) + 1)
-        states = ledger.classify(instance, topic, partition, span, read_until=span.stop)
-        waiting |= {
-            (topic, partition, o) for o in offsets if states[o] is MessageState.DEAD_LETTERED
-        }
+        if offset < 0:
+            continue
+        state = ledger_audit.state(topic, partition, offset)
+        if state is None:
+            elsewhere[(topic, partition)].add(offset)
+        elif state is MessageState.DEAD_LETTERED:
+            waiting.add(letter.source)
+    for (topic, partition), offsets in elsewhere.items():
+        span = sorted(offsets)
+        states = ledger.classify(instance, topic, partition, span, read_until=span[-1] + 1)
+        waiting |= {(topic, partition, o) for o in span if states[o] is MessageState.DEAD_LETTERED}
     return waiting
 
 
@@ -101,6 +77,8 @@ class KafkaMetrics(Collector):
         self._group_consumer = group_consumer
         self._reader = reader
         self._lock = threading.Lock()
+        self._ledger = IncrementalAudit(instance)  # scrapes look only at what may have moved
+        self._letters = LetterLog()
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("kb_kafka_up", "Whether the last scrape could read Kafka")
@@ -120,14 +98,14 @@ class KafkaMetrics(Collector):
         ingest, dlq = self._topics.all_ingest(), self._topics.all_dlq()
         group, reader = self._group_consumer(), self._reader()
         try:
-            report = audit(group, self._instance, ingest)
+            report = self._ledger.audit(group, ingest)
             # The audit found each partition's first unsettled message: its age is the lag.
             first: dict[str, list[tuple[str, int, int]]] = collections.defaultdict(list)
             for row in report:
                 if row.first_unsettled is not None:
                     first[row.topic].append((row.topic, row.partition, row.first_unsettled))
             waiting = {t: oldest_of(group, first[t]) for t in ingest}
-            letters = letters_on(reader, dlq)
+            letters = self._letters.refresh(reader, dlq)
         finally:
             group.close()
             reader.close()
@@ -200,7 +178,7 @@ class KafkaMetrics(Collector):
             "replay nor parked",
             labels=["topic"],
         )
-        waiting = still_dead_lettered(self._instance, letters)
+        waiting = still_dead_lettered(self._instance, self._ledger, letters)
         for topic in dlq:
             open_letters = [
                 letter for letter in letters if letter.topic == topic and letter.source in waiting

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from dagster import (
     DagsterEventType,
     DagsterInstance,
@@ -35,6 +36,20 @@ def produce(kafka_ns: KafkaResource, topic: str, values: list[bytes]) -> list[st
     assert producer.flush(30) == 0
     assert len(offsets) == len(values), "the broker did not confirm every message"
     return offsets
+
+
+def wait_for_group_coordinator(consumer: Consumer, topic: str, timeout_s: float = 60.0) -> None:
+    """Waits until the consumer's group coordinator answers (a broker that has just started
+    answers NOT_COORDINATOR while it loads the offsets topic)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            consumer.committed([TopicPartition(topic, 0)], timeout=10)
+            return
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def message(path: Path, modality: str = "document") -> bytes:
