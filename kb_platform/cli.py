@@ -312,8 +312,9 @@ def produce(paths: tuple[Path, ...], follow: bool, interval: float, timeout: flo
     """Produce an ingest message (file:// reference) for each file to kb.ingest.<modality>."""
     import getpass
     import socket
+    import uuid
 
-    from kb_platform.kafka.audit_trail import SENDER_HEADER
+    from kb_platform.kafka.audit_trail import REQUEST_HEADER, SENDER_HEADER
     from kb_platform.resources import build_resources
 
     kafka = build_resources(get_settings())["kafka"]
@@ -327,7 +328,7 @@ def produce(paths: tuple[Path, ...], follow: bool, interval: float, timeout: flo
         else:
             produced[(msg.topic(), msg.partition())].append(msg.offset())  # type: ignore[attr-defined]
 
-    # Who sent it, for the audit trail.
+    # Who sent it, for the audit trail; a request id per message, for its runs' logs and calls.
     sender = [(SENDER_HEADER, f"kb-platform produce ({getpass.getuser()}@{socket.gethostname()})")]
     for path in _files(paths):
         modality = _declared_modality(path)
@@ -336,7 +337,7 @@ def produce(paths: tuple[Path, ...], follow: bool, interval: float, timeout: flo
             kafka.topics().ingest(modality),
             key=str(path).encode(),
             value=message.model_dump_json().encode(),
-            headers=sender,
+            headers=[*sender, (REQUEST_HEADER, uuid.uuid4().hex)],
             on_delivery=delivered,
         )
         producer.poll(0)

@@ -1,6 +1,12 @@
 """Structured JSON logs: one object a line. The services' lines carry the request id of the
 request they are for; the pipeline's (Dagster's run and step logs, through ``dagster.yaml``'s
-``python_logs.dagster_handler_config``) the run id, job, step, event type and document."""
+``python_logs.dagster_handler_config``) the run id, job, step, event type, document and the
+request id of the ingest message the run is for.
+
+One request id follows a document through the pipeline: the producer's ``kb-request-id`` header
+on the ingest message (else its ``topic:partition:offset``) becomes the run's ``kb/request_id``
+tag, the run's log lines carry it, and the run's calls send it on as ``X-Request-Id`` to the
+encoder service (whose log lines carry it too) and as ``X-Opaque-Id`` to Elasticsearch."""
 
 from __future__ import annotations
 
@@ -8,15 +14,34 @@ import contextvars
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dagster import InitResourceContext
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "kb_request_id", default=None
 )
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "dagster_meta"}
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+REQUEST_ID_HEADER = "x-request-id"  # HTTP, both services
+REQUEST_ID_TAG = "kb/request_id"  # a processing run's tag
+
+
+def valid_request_id(given: str | None) -> str | None:
+    """``given`` when it is a request id we pass on and log (1-64 of ``A-Za-z0-9._:-``: no
+    spaces, quotes or control characters from a client reach a log line), else None."""
+    return given if given and _VALID_REQUEST_ID.match(given) else None
+
+
+def run_request_id(context: InitResourceContext) -> str | None:
+    """The request id of the run a resource is set up for (its ``kb/request_id`` tag)."""
+    run = context.run
+    return valid_request_id(run.tags.get(REQUEST_ID_TAG)) if run is not None else None
 
 
 def current_request_id() -> str | None:
@@ -68,6 +93,7 @@ class DagsterJsonFormatter(JsonFormatter):
             "step": meta.get("step_key"),
             "event": event.event_type_value if event is not None else None,
             "doc_id": tags.get("kb/doc_id") or tags.get("dagster/partition"),
+            "request_id": tags.get(REQUEST_ID_TAG),
         }
         entry = json.loads(super().format(record))
         entry["message"] = meta.get("orig_message") or entry["message"]

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 
 from kb_platform.errors import ServiceUnavailable
+from kb_platform.structured_logs import REQUEST_ID_HEADER
 
 UNAVAILABLE = frozenset({429, 502, 503, 504})
 
@@ -23,8 +24,18 @@ class EncoderServiceError(RuntimeError):
 
 
 class EncoderClient:
-    def __init__(self, url: str, token: str | None, *, timeout_s: float = 60.0):
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        *,
+        timeout_s: float = 60.0,
+        request_id: str | None = None,
+    ):
+        """``request_id``: sent as ``X-Request-Id`` with every call (a run's request id)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if request_id:
+            headers[REQUEST_ID_HEADER] = request_id
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
 

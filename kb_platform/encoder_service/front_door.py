@@ -1,6 +1,7 @@
 """The encoder service's front door (ASGI middleware in front of BentoML's routes): the internal
-token, the body size limit, the request limits of /embed_texts and /embed_clip, and the startup
-probe.
+token, the body size limit, the request limits of /embed_texts and /embed_clip, the startup
+probe, and the request id (the caller's ``X-Request-Id`` — a run's request id — or a new one,
+returned in the response and on the JSON line logged for each request to a model route).
 
 Refusals happen here, before BentoML parses a body, and per request: BentoML's adaptive batching
 joins requests before the API function runs, so a bad request is refused before it can share a
@@ -12,6 +13,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
+import uuid
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,9 +28,25 @@ from kb_platform.encoder_service.clip_models import (
 from kb_platform.encoder_service.metrics import metrics
 from kb_platform.encoder_service.runtime import WARM, InvalidBatch, check_request
 from kb_platform.encoder_service.settings import EncoderSettings, get_encoder_settings
-from kb_platform.serving.asgi import ASGIApp, BodyTooLarge, Receive, Scope, Send, read_body, replay
+from kb_platform.serving.asgi import (
+    ASGIApp,
+    BodyTooLarge,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    replay,
+)
+from kb_platform.structured_logs import (
+    REQUEST_ID_HEADER,
+    reset_request_id,
+    set_request_id,
+    valid_request_id,
+)
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("kb_platform.encoder_service.access")
 
 OPEN = frozenset({"/livez", "/readyz"})
 STARTUP_PROBE = "/healthz"  # 503 until the models are warm, then 200 (Kubernetes startupProbe)
@@ -108,11 +127,46 @@ class EncoderFrontDoor:
         if scope["type"] != "http" or path in OPEN:
             await self.app(scope, receive, send)
             return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = valid_request_id(headers.get(REQUEST_ID_HEADER)) or uuid.uuid4().hex
+        token = set_request_id(request_id)
+        status = [500]
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, send_with_id, path, headers)
+        finally:
+            if path in MODEL_ROUTES:
+                access_log.info(
+                    "%s %s %s",
+                    scope.get("method"),
+                    path,
+                    status[0],
+                    extra={
+                        "path": path,
+                        "status": status[0],
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    },
+                )
+            reset_request_id(token)
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, path: str, headers: dict[str, str]
+    ) -> None:
         try:
             if path == STARTUP_PROBE:
                 await _answer(send, 200 if WARM.is_set() else 503, {"warm": WARM.is_set()})
                 return
-            self._authenticate(scope)
+            self._authenticate(headers)
             body = await self._read_body(receive)
             if path in MODEL_ROUTES and not WARM.is_set():
                 raise Refused(503, "the models are still warming up; retry shortly", "warming")
@@ -127,8 +181,7 @@ class EncoderFrontDoor:
             return
         await self.app(scope, replay(body), send)
 
-    def _authenticate(self, scope: Scope) -> None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    def _authenticate(self, headers: dict[str, str]) -> None:
         given = headers.get("authorization", "")
         token = given[7:] if given.lower().startswith("bearer ") else ""
         if not (self.token and token and hmac.compare_digest(token, self.token)):

@@ -78,7 +78,10 @@ def elasticsearch_client(
     request_timeout: float = 30.0,
     max_retries: int = 3,
     retry_on_timeout: bool = True,
+    opaque_id: str | None = None,
 ) -> Elasticsearch:
+    """``opaque_id``: sent on every call (a run's request id); otherwise the current request's
+    id is, while one is set."""
     return Elasticsearch(
         url,
         api_key=api_key or None,
@@ -87,4 +90,5 @@ def elasticsearch_client(
         retry_on_timeout=retry_on_timeout,
         serializers=SERIALIZERS,
         node_class=RequestIdNode,
+        headers={OPAQUE_ID_HEADER: opaque_id} if opaque_id else None,
     )

@@ -19,8 +19,10 @@ from kb_platform.contracts import IngestMessage
 from kb_platform.kafka.confirmed import produce_confirmed
 from kb_platform.kafka.dead_letters import headers_dict
 from kb_platform.kafka.ingest_reader import read_from_beginning
+from kb_platform.structured_logs import valid_request_id
 
 SENDER_HEADER = "kb-sender"  # who produced an ingest message (`kb-platform produce` sets it)
+REQUEST_HEADER = "kb-request-id"  # the producer's id for the request, followed into the runs
 MAX_RECORDS = 100_000  # records one `audit --doc` reads at most
 PUBLISH_TIMEOUT_S = 15.0
 READ_TIMEOUT_S = 10.0
@@ -45,6 +47,7 @@ class AuditRecord:
     source_id: str = ""
     run_id: str = ""
     detail: str = ""
+    request_id: str = ""
 
     def key(self) -> bytes:
         return (self.doc_id or self.source).encode()
@@ -64,6 +67,14 @@ def sender_of(message: Message, parsed: IngestMessage | None) -> str:
     header = headers_dict(message.headers()).get(SENDER_HEADER, "")
     metadata = (parsed.metadata or {}) if parsed else {}
     return header or str(metadata.get("sender", ""))
+
+
+def request_id_of(message: Message) -> str:
+    """The request id a message's run and records carry: its producer's ``kb-request-id``
+    header when that is a valid id, else the message's own ``topic:partition:offset``."""
+    given = headers_dict(message.headers()).get(REQUEST_HEADER)
+    source = f"{message.topic()}:{message.partition()}:{message.offset()}"
+    return valid_request_id(given) or source
 
 
 def write(producer: Producer, topic: str, records: list[AuditRecord]) -> None:
@@ -89,6 +100,7 @@ def format_trail(records: list[AuditRecord]) -> str:
     for r in records:
         who = f" by {r.sender}" if r.sender else ""
         run = f" run {r.run_id}" if r.run_id else ""
+        request = f" request {r.request_id}" if r.request_id else ""
         detail = f": {r.detail}" if r.detail else ""
-        lines.append(f"{r.at}  {r.event.value:<13} {r.source}{who}{run}{detail}")
+        lines.append(f"{r.at}  {r.event.value:<13} {r.source}{who}{request}{run}{detail}")
     return "\n".join(lines)

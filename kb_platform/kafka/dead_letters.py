@@ -19,6 +19,7 @@ HEADER_NAMES = (
     "error-message",
     "attempts",
     "first-failed-at",
+    "request-id",  # the request id its runs carried (structured_logs), kept through replays
 )
 MAX_ERROR_MESSAGE = 2000
 
@@ -36,6 +37,7 @@ class DeadLetter:
     run_id: str = ""
     attempts: int = 1
     first_failed_at: str = ""
+    request_id: str = ""
 
     def headers(self) -> list[tuple[str, bytes]]:
         first_failed = self.first_failed_at or datetime.now(UTC).isoformat()
@@ -49,6 +51,7 @@ class DeadLetter:
             self.error_message[:MAX_ERROR_MESSAGE],
             str(self.attempts),
             first_failed,
+            self.request_id,
         )
         return [(name, value.encode()) for name, value in zip(HEADER_NAMES, values, strict=True)]
 

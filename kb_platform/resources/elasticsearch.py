@@ -8,6 +8,7 @@ from pydantic import Field, PrivateAttr
 
 from kb_platform.index.client import elasticsearch_client
 from kb_platform.index.mapping import IndexNames
+from kb_platform.structured_logs import run_request_id
 
 
 class ElasticsearchResource(ConfigurableResource):
@@ -20,13 +21,15 @@ class ElasticsearchResource(ConfigurableResource):
 
     _client: Elasticsearch | None = PrivateAttr(default=None)
 
-    def make_client(self) -> Elasticsearch:
+    def make_client(self, opaque_id: str | None = None) -> Elasticsearch:
+        """``opaque_id``: the run's request id, in Elasticsearch's slow logs and tasks."""
         return elasticsearch_client(
             self.url,
             api_key=self.api_key,
             request_timeout=self.request_timeout_s,
             max_retries=self.max_retries,
             retry_on_timeout=True,
+            opaque_id=opaque_id,
         )
 
     @property
@@ -34,7 +37,7 @@ class ElasticsearchResource(ConfigurableResource):
         return IndexNames(self.index_base)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        self._client = self.make_client()
+        self._client = self.make_client(run_request_id(context))
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._client is not None:

@@ -8,6 +8,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from kb_platform.encoder_service.client import EncoderClient
+from kb_platform.structured_logs import run_request_id
 
 
 class EncoderServiceResource(ConfigurableResource):
@@ -16,6 +17,10 @@ class EncoderServiceResource(ConfigurableResource):
     timeout_s: float = 120.0
 
     _client: EncoderClient | None = PrivateAttr(default=None)
+    _request_id: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._request_id = run_request_id(context)  # sent with each call, in the service's logs
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._client is not None:
@@ -27,6 +32,9 @@ class EncoderServiceResource(ConfigurableResource):
         if self._client is None:
             assert self.service_url
             self._client = EncoderClient(
-                self.service_url, self.service_token, timeout_s=self.timeout_s
+                self.service_url,
+                self.service_token,
+                timeout_s=self.timeout_s,
+                request_id=self._request_id,
             )
         return self._client

@@ -32,7 +32,12 @@ from kb_platform.serving.errors import ServingError
 from kb_platform.serving.metrics import exposition, metrics
 from kb_platform.serving.ratelimit import RateLimiter
 from kb_platform.serving.settings import ServingSettings, get_serving_settings
-from kb_platform.structured_logs import reset_request_id, set_request_id
+from kb_platform.structured_logs import (
+    REQUEST_ID_HEADER,
+    reset_request_id,
+    set_request_id,
+    valid_request_id,
+)
 
 access_log = logging.getLogger("kb_platform.serving.access")
 log = logging.getLogger(__name__)
@@ -41,7 +46,6 @@ PROBES = frozenset({"/livez", "/readyz", "/healthz"})
 DOCS = frozenset({"/", "/docs.json", "/schema.json"})
 API_ROUTES = frozenset({"/search", "/ask", "/ask/stream"})
 FILE_FIELDS = frozenset({b"image"})
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _DISPOSITION = re.compile(rb"^content-disposition:([^\r\n]*)\r?$", re.IGNORECASE | re.MULTILINE)
 _NAME = re.compile(rb'(?:^|;)\s*name="([^"]*)"')
 
@@ -114,8 +118,7 @@ class ServingMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        given = headers.get("x-request-id", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = valid_request_id(headers.get(REQUEST_ID_HEADER)) or uuid.uuid4().hex
         token = set_request_id(request_id)
         path = scope["path"]
         state: dict[str, Any] = {"status": 500, "started": False, "key": None, "bytes_in": 0}
@@ -128,7 +131,7 @@ class ServingMiddleware:
                 state["status"], state["started"] = message["status"], True
                 message["headers"] = [
                     *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
                 ]
             elif state.get("closed"):
                 return

@@ -1,12 +1,15 @@
 """The encoder service as a real process (`bentoml serve bentos/encoder`), with the real MiniLM:
 probes that follow the warm-up, the internal token, request limits, the same vectors as in the
-run process, adaptive batching of concurrent requests, metrics, and a Dagster step that heals
-when the service is stopped and started under it."""
+run process, adaptive batching of concurrent requests, metrics, a run's request id in the
+service's log lines, and a Dagster step that heals when the service is stopped and started
+under it."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -28,6 +31,7 @@ from kb_platform.serving.launcher import (
     ServiceProcess,
     probe,
 )
+from kb_platform.structured_logs import REQUEST_ID_TAG
 from kb_platform_tests.ports import free_port
 from kb_platform_tests.serving.encoder_stack import TOKEN, at_once, metric
 
@@ -139,6 +143,56 @@ def stored_chunks() -> list[Chunk]:
     ]
 
 
+def _materialize_embeddings(
+    service: ServiceProcess, tmp_path: Path, tags: dict[str, str] | None = None
+):  # type: ignore[no-untyped-def]
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(documents_partitions.name, [DOC_ID])
+        return materialize(
+            [stored_chunks, text_embeddings],
+            partition_key=DOC_ID,
+            instance=instance,
+            tags=tags,
+            resources={
+                "io_manager": FilesystemIOManager(base_dir=str(tmp_path / "assets")),
+                "parquet_io_manager": ParquetIOManager(base_uri=str(tmp_path / "tables")),
+                "text_encoder": TextEncoderResource(service_url=service.url, service_token=TOKEN),
+            },
+        )
+
+
+def _logged(service: ServiceProcess, request_id: str) -> list[dict]:
+    return [
+        json.loads(line)
+        for line in service.log_path.read_text(errors="replace").splitlines()
+        if line.startswith("{") and request_id in line
+    ]
+
+
+def test_a_run_s_request_id_is_on_the_service_s_log_lines(
+    service: ServiceProcess, tmp_path: Path
+) -> None:
+    request_id = f"kb.ingest.text:0:{uuid.uuid4().int % 10**6}"
+    result = _materialize_embeddings(service, tmp_path, {REQUEST_ID_TAG: request_id})
+    assert result.success
+    time.sleep(0.5)
+    access = [e for e in _logged(service, request_id) if e["logger"].endswith(".access")]
+    assert {e["path"] for e in access} == {"/model", "/embed_texts"}
+    assert all(e["request_id"] == request_id and e["status"] == 200 for e in access)
+
+    # A caller's id that could forge a log line is replaced by one of the service's own.
+    hostile = 'x" , "level": "error'
+    response = httpx.post(
+        f"{service.url}/model",
+        json={},
+        headers={"Authorization": f"Bearer {TOKEN}", "X-Request-Id": hostile},
+    )
+    own = response.headers["x-request-id"]
+    assert response.status_code == 200 and own != hostile and len(own) == 32
+    time.sleep(0.5)
+    assert [e["status"] for e in _logged(service, own)] == [200]
+
+
 def test_a_step_heals_when_the_service_is_stopped_and_started_under_it(
     service: ServiceProcess, tmp_path: Path
 ) -> None:
@@ -151,19 +205,8 @@ def test_a_step_heals_when_the_service_is_stopped_and_started_under_it(
 
     restarting = threading.Thread(target=restart)
     restarting.start()
-    with DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions(documents_partitions.name, [DOC_ID])
-        result = materialize(
-            [stored_chunks, text_embeddings],
-            partition_key=DOC_ID,
-            instance=instance,
-            resources={
-                "io_manager": FilesystemIOManager(base_dir=str(tmp_path / "assets")),
-                "parquet_io_manager": ParquetIOManager(base_uri=str(tmp_path / "tables")),
-                "text_encoder": TextEncoderResource(service_url=service.url, service_token=TOKEN),
-            },
-        )
-        retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    result = _materialize_embeddings(service, tmp_path)
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     restarting.join()
     assert result.success
     assert retries, "the step should have met the outage and retried"

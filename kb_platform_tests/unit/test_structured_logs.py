@@ -1,6 +1,6 @@
 """The pipeline's run and step logs as JSON lines (dagster.yaml's python_logs handler, into
-$DAGSTER_HOME/logs/runs.jsonl): each with its run id, step, event type and document, the message
-without Dagster's prefix."""
+$DAGSTER_HOME/logs/runs.jsonl): each with its run id, step, event type, document and request
+id, the message without Dagster's prefix; request ids that could forge a log line refused."""
 
 import json
 import logging
@@ -18,7 +18,7 @@ from dagster import (
 )
 
 from kb_platform.config import REPO_ROOT
-from kb_platform.structured_logs import DagsterJsonFormatter
+from kb_platform.structured_logs import REQUEST_ID_TAG, DagsterJsonFormatter, valid_request_id
 
 documents = DynamicPartitionsDefinition(name="documents")
 
@@ -44,7 +44,7 @@ def test_run_logs_are_json_lines_with_run_step_and_document(
             [greeted],
             instance=instance,
             partition_key="0123abcd0123abcd",
-            tags={"kb/doc_id": "0123abcd0123abcd"},
+            tags={"kb/doc_id": "0123abcd0123abcd", REQUEST_ID_TAG: "kb.ingest.text:0:7"},
         )
     assert result.success
     run_log = tmp_path / "logs" / "runs.jsonl"  # dagster.yaml's handler: $DAGSTER_HOME/logs
@@ -52,6 +52,7 @@ def test_run_logs_are_json_lines_with_run_step_and_document(
     (hello,) = [line for line in lines if line.get("message") == "hello 0123abcd0123abcd"]
     assert hello["run_id"] == result.run_id and hello["step"] == "greeted"
     assert hello["doc_id"] == "0123abcd0123abcd" and hello["level"] == "info"
+    assert hello["request_id"] == "kb.ingest.text:0:7"
     # Events at INFO and above (DEBUG ones such as STEP_START stay out): a failure, with its run.
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         failed = materialize(
@@ -68,3 +69,16 @@ def test_a_record_from_outside_dagster_stays_plain_json() -> None:
     record = logging.makeLogRecord({"name": "kb_platform.x", "msg": "plain", "levelname": "INFO"})
     entry = json.loads(DagsterJsonFormatter().format(record))
     assert entry["message"] == "plain" and "run_id" not in entry
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["", "a b", 'x"y', "line\nbreak", "tab\t", "x" * 65, "caf\u00e9", "{}", "a/b"],
+)
+def test_request_ids_that_could_forge_a_log_line_are_refused(given: str) -> None:
+    assert valid_request_id(given) is None
+
+
+def test_request_ids_of_our_own_form_pass() -> None:
+    for given in ["kb.ingest.text:0:17", "3f2a9c0e" * 4, "req-123_A", "x" * 64]:
+        assert valid_request_id(given) == given

@@ -31,7 +31,7 @@ from kb_platform.defs.ingestion.partitions import documents_partitions
 from kb_platform.errors import InvalidMessage, KbError
 from kb_platform.intake import admit
 from kb_platform.kafka import audit_trail, ledger
-from kb_platform.kafka.audit_trail import AuditRecord, Event, sender_of
+from kb_platform.kafka.audit_trail import AuditRecord, Event, request_id_of, sender_of
 from kb_platform.kafka.dead_letters import DeadLetter, publish
 from kb_platform.kafka.ingest_reader import (
     READER_CONFIG,
@@ -45,6 +45,7 @@ from kb_platform.kafka.ledger import MessageState, source_key
 from kb_platform.resources.blob_store import BlobStore
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.processing import ProcessingResource
+from kb_platform.structured_logs import REQUEST_ID_TAG
 
 JOB_NAME = "process_documents"
 DLQ_PUBLISH_TIMEOUT_S = 15.0
@@ -59,13 +60,19 @@ def queued_runs(instance: DagsterInstance) -> int:
     )
 
 
-def source_tags(topic: str, partition: int, offset: int, doc_id: str) -> dict[str, str]:
+def source_tags(
+    topic: str, partition: int, offset: int, doc_id: str, request_id: str | None = None
+) -> dict[str, str]:
+    """A processing run's tags: the ingest message it is for, its document and the request id
+    its logs and service calls carry (the message's own ``topic:partition:offset`` by default)."""
+    source = f"{topic}:{partition}:{offset}"
     return {
-        "kb/source": f"{topic}:{partition}:{offset}",
+        "kb/source": source,
         "kb/source-topic": topic,
         "kb/source-partition": str(partition),
         "kb/source-offset": str(offset),
         "kb/doc_id": doc_id,
+        REQUEST_ID_TAG: request_id or source,
     }
 
 
@@ -111,8 +118,18 @@ def kafka_ingest_sensor(
     def refuse(msg: Message, dlq: str, exc: KbError, parsed: IngestMessage | None) -> None:
         """Dead-letters a message refused at intake (it gets no doc_id), with its audit record."""
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        request_id = request_id_of(msg)
         dead.setdefault(dlq, []).append(
-            DeadLetter(msg.key(), msg.value(), topic, partition, offset, exc.error_class, str(exc))
+            DeadLetter(
+                msg.key(),
+                msg.value(),
+                topic,
+                partition,
+                offset,
+                exc.error_class,
+                str(exc),
+                request_id=request_id,
+            )
         )
         trail.append(
             AuditRecord(
@@ -122,6 +139,7 @@ def kafka_ingest_sensor(
                 sender=sender_of(msg, parsed),
                 source_id=parsed.source_id if parsed else "",
                 detail=exc.error_class,
+                request_id=request_id,
             )
         )
 
@@ -152,6 +170,7 @@ def kafka_ingest_sensor(
                 refuse(msg, topics.dlq(declared or Modality(message.modality)), exc, message)
             else:
                 new_doc_ids.append(doc_id)
+                request_id = request_id_of(msg)
                 trail.append(
                     AuditRecord(
                         Event.ADMITTED,
@@ -159,6 +178,7 @@ def kafka_ingest_sensor(
                         source,
                         sender=sender_of(msg, message),
                         source_id=message.source_id,
+                        request_id=request_id,
                     )
                 )
                 run_requests.append(
@@ -166,7 +186,7 @@ def kafka_ingest_sensor(
                         run_key=f"{topic}:{partition}:{offset}",
                         partition_key=doc_id,
                         tags={
-                            **source_tags(topic, partition, offset, doc_id),
+                            **source_tags(topic, partition, offset, doc_id, request_id),
                             **processing.run_tags(declared or Modality(message.modality)),
                         },
                     )

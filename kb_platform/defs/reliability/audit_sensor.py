@@ -15,6 +15,7 @@ from kb_platform.defs.search.delete_documents import delete_documents
 from kb_platform.kafka import audit_trail
 from kb_platform.kafka.audit_trail import AuditRecord, Event
 from kb_platform.resources.kafka import KafkaResource
+from kb_platform.structured_logs import REQUEST_ID_TAG
 
 
 def outcome_records(run: DagsterRun) -> list[AuditRecord]:
@@ -25,7 +26,15 @@ def outcome_records(run: DagsterRun) -> list[AuditRecord]:
             for doc_id in config.get("doc_ids", [])
         ]
     doc_id = run.tags.get("kb/doc_id") or run.tags.get("dagster/partition", "")
-    return [AuditRecord(Event.INDEXED, doc_id, run.tags.get("kb/source", ""), run_id=run.run_id)]
+    return [
+        AuditRecord(
+            Event.INDEXED,
+            doc_id,
+            run.tags.get("kb/source", ""),
+            run_id=run.run_id,
+            request_id=run.tags.get(REQUEST_ID_TAG, ""),
+        )
+    ]
 
 
 @run_status_sensor(

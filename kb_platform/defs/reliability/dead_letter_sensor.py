@@ -25,6 +25,7 @@ from kb_platform.kafka.ingest_reader import fetch_message
 from kb_platform.kafka.ledger import SETTLED_RUN_TAG, MessageState, source_key
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.runs import JOB, failed_for_an_outage, failure_details
+from kb_platform.structured_logs import REQUEST_ID_TAG
 
 PUBLISH_TIMEOUT_S = 15.0
 OUTAGE_RETRY_TAG = "kb/outage-retry"
@@ -90,6 +91,7 @@ def dead_letter_on_failure(
         run_id=run.run_id,
         attempts=int(tags.get("kb/attempt", "1")) + int(tags.get("dagster/retry_number", "0")),
         first_failed_at=_first_failed_at(context),
+        request_id=tags.get(REQUEST_ID_TAG, ""),
     )
     producer = kafka.producer()
     publish(
@@ -108,6 +110,7 @@ def dead_letter_on_failure(
                 source_key(topic, partition, offset),
                 run_id=run.run_id,
                 detail=f"{error_class} after {letter.attempts} attempt(s)",
+                request_id=letter.request_id,
             )
         ],
     )

@@ -24,6 +24,7 @@ from kb_platform.kafka.ingest_reader import (
 from kb_platform.kafka.ledger import MessageState
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.runs import JOB
+from kb_platform.structured_logs import REQUEST_ID_TAG
 
 MAX_ATTEMPTS = 4
 BASE_DELAY_S = 60.0
@@ -65,12 +66,19 @@ def dlq_replay(context: SensorEvaluationContext, kafka: KafkaResource) -> Sensor
             f"{headers['source-topic']}:{headers['source-partition']}:{headers['source-offset']}"
         )
         doc_id = headers.get("doc-id", "")
+        request_id = headers.get("request-id", "")
         if not doc_id:
             pass  # refused at intake: the same content would be refused again; stays dead-lettered
         elif attempts >= MAX_ATTEMPTS:
             parked.append(source)
             trail.append(
-                AuditRecord(Event.PARKED, doc_id, source, detail=f"after {attempts} attempts")
+                AuditRecord(
+                    Event.PARKED,
+                    doc_id,
+                    source,
+                    detail=f"after {attempts} attempts",
+                    request_id=request_id,
+                )
             )
         else:
             _, published_ms = letter.timestamp()
@@ -89,11 +97,18 @@ def dlq_replay(context: SensorEvaluationContext, kafka: KafkaResource) -> Sensor
                         "kb/doc_id": doc_id,
                         "kb/attempt": str(attempts + 1),
                         "kb/replay-of": headers.get("run-id", ""),
+                        REQUEST_ID_TAG: request_id or source,
                     },
                 )
             )
             trail.append(
-                AuditRecord(Event.REPLAYED, doc_id, source, detail=f"attempt {attempts + 1}")
+                AuditRecord(
+                    Event.REPLAYED,
+                    doc_id,
+                    source,
+                    detail=f"attempt {attempts + 1}",
+                    request_id=request_id,
+                )
             )
         cursor.next_offsets[where] = letter.offset() + 1
     if trail:
