@@ -10,8 +10,10 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kb_platform.contracts import Modality
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,6 +21,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class Environment(StrEnum):
     LOCAL = "local"
     PROD = "prod"
+
+
+class RunPodResources(BaseModel):
+    """Requests and limits of a run pod's container, as Kubernetes writes them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: dict[str, str] = Field(default_factory=dict)  # e.g. {"cpu": "1", "memory": "2Gi"}
+    limits: dict[str, str] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):
@@ -72,6 +83,9 @@ class Settings(BaseSettings):
     timeout_audio_s: float = 120.0
     # the ingest sensor stops reading while this many runs wait in the queue (backpressure)
     max_queued_runs: int = 8
+    # Kubernetes resources of a document's run pod, per modality (K8sRunLauncher), as JSON:
+    # KB_RUN_RESOURCES='{"document": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": ...}}'
+    run_resources: dict[Modality, RunPodResources] = Field(default_factory=dict)
 
     # CLIP (kb_platform.training): checkpoints, training runs and the promoted pointer live in
     # clip_dir (a volume shared by the run workers in production); training runs with

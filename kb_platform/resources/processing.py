@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from dagster import ConfigurableResource
 
 from kb_platform.config import Settings
@@ -9,6 +11,7 @@ from kb_platform.contracts import Modality
 from kb_platform.extraction.limits import Limits
 
 RUN_OVERHEAD_S = 120
+K8S_CONFIG_TAG = "dagster-k8s/config"
 
 
 class ProcessingResource(ConfigurableResource):
@@ -28,13 +31,21 @@ class ProcessingResource(ConfigurableResource):
     # The ingest sensor reads new messages only while fewer runs than this wait in the run
     # queue: a backlog waits on Kafka (where consumer lag counts it), not as queued runs.
     max_queued_runs: int
+    # Per modality, the run pod's requests and limits where runs are Kubernetes Jobs
+    # (K8sRunLauncher reads them from the run's ``dagster-k8s/config`` tag).
+    # ({modality: {"requests": {...}, "limits": {...}}}, checked by Settings.run_resources)
+    run_resources: dict[str, dict[str, dict[str, str]]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProcessingResource:
-        fields = set(cls.model_fields) - {"allowed_roots"}
+        fields = set(cls.model_fields) - {"allowed_roots", "run_resources"}
         return cls(
             **{name: getattr(settings, name) for name in fields},
             allowed_roots=[str(root) for root in settings.allowed_roots],
+            run_resources={
+                modality.value: resources.model_dump(exclude_defaults=True)
+                for modality, resources in settings.run_resources.items()
+            },
         )
 
     def limits(self) -> Limits:
@@ -50,8 +61,14 @@ class ProcessingResource(ConfigurableResource):
     def run_tags(self, modality: Modality) -> dict[str, str]:
         """The run-level time limit: the modality's work limit plus room for the run's own
         start-up (process, models). The work itself is stopped at the modality's limit by the
-        steps (kb_platform.isolation); this catches whatever else might hang."""
-        return {"dagster/max_runtime": str(int(self.timeout_s(modality)) + RUN_OVERHEAD_S)}
+        steps (kb_platform.isolation); this catches whatever else might hang. Where the
+        modality has pod resources, the K8sRunLauncher's ``dagster-k8s/config`` tag too."""
+        tags = {"dagster/max_runtime": str(int(self.timeout_s(modality)) + RUN_OVERHEAD_S)}
+        resources = self.run_resources.get(modality.value)
+        if resources:
+            container = {"resources": resources}
+            tags[K8S_CONFIG_TAG] = json.dumps({"container_config": container})
+        return tags
 
     def timeout_s(self, modality: Modality) -> float:
         return {
