@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from dagster import ConfigurableResource
+from pydantic import Field
 
 from kb_platform.config import Settings
 from kb_platform.contracts import Modality
@@ -34,7 +35,7 @@ class ProcessingResource(ConfigurableResource):
     # Per modality, the run pod's requests and limits where runs are Kubernetes Jobs
     # (K8sRunLauncher reads them from the run's ``dagster-k8s/config`` tag).
     # ({modality: {"requests": {...}, "limits": {...}}}, checked by Settings.run_resources)
-    run_resources: dict[str, dict[str, dict[str, str]]] = {}
+    run_resources: dict[str, dict[str, dict[str, str]]] = Field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProcessingResource:
