@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # dagster loads only in the commands that need it
     from kb_platform.resources.kafka import KafkaResource
     from kb_platform.runs import RunOutcome
 
+IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 SERVICES: tuple[str, ...] = ("postgres", "kafka", "elasticsearch", "dagster")
 # Started when named: runs use the encoder service only where KB_ENCODER_URL is set;
 # monitoring is Prometheus, Alertmanager and the exporters (deploy/prometheus).
@@ -417,6 +418,40 @@ def exporter(host: str, port: int) -> None:
         resources = build_resources(get_settings())
         exporter = build_exporter(instance, resources["kafka"], resources["processing"])
         serve(exporter, host, port, stop)
+
+
+@main.group("model-store")
+def model_store() -> None:
+    """The model store's volume on Kubernetes."""
+
+
+@model_store.command("snapshot")
+@click.option("--claim", required=True, help="the PersistentVolumeClaim to snapshot")
+@click.option("--class", "snapshot_class", required=True, help="the VolumeSnapshotClass")
+@click.option("--keep", default=7, show_default=True, help="ready snapshots kept after pruning")
+@click.option("--namespace", default=None, help="default: the pod's own namespace")
+@click.option("--kubeconfig", default=None, help="default: the pod's service account")
+def model_store_snapshot(
+    claim: str, snapshot_class: str, keep: int, namespace: str | None, kubeconfig: str | None
+) -> None:
+    """Take a VolumeSnapshot of the claim, then delete all but the newest --keep ready ones."""
+    from datetime import UTC, datetime
+
+    from kubernetes import client, config
+
+    from kb_platform.backup import volume_snapshots
+
+    if keep < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--keep")
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig)
+    else:
+        config.load_incluster_config()
+    namespace = namespace or Path(IN_CLUSTER_NAMESPACE).read_text().strip()
+    api = client.CustomObjectsApi()
+    name = volume_snapshots.take(api, namespace, claim, snapshot_class, datetime.now(UTC))
+    deleted = volume_snapshots.prune(api, namespace, claim, keep)
+    click.echo(f"snapshot {name} requested; {len(deleted)} old snapshot(s) deleted")
 
 
 if __name__ == "__main__":
