@@ -98,9 +98,14 @@ def crd_schemas(folder: Path) -> Path:
     return target
 
 
-def kubeconform(manifests: Path, crd_schema_dir: Path) -> subprocess.CompletedProcess[str]:
-    """``kubeconform -strict`` against the Kubernetes schemas and the CRDs' (none skipped)."""
+def kubeconform(
+    *manifests: Path, crd_schema_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``kubeconform -strict`` against the Kubernetes schemas (and the CRDs' when given)."""
     template = "{{ .ResourceKind }}{{ .KindSuffix }}.json"
+    locations = [f"{tool_path('k8s-schemas')}/{template}"]
+    if crd_schema_dir is not None:
+        locations.append(f"{crd_schema_dir}/{template}")
     return subprocess.run(
         [
             str(tool_path("kubeconform")),
@@ -108,11 +113,8 @@ def kubeconform(manifests: Path, crd_schema_dir: Path) -> subprocess.CompletedPr
             "-summary",
             "-output",
             "text",
-            "-schema-location",
-            f"{tool_path('k8s-schemas')}/{template}",
-            "-schema-location",
-            f"{crd_schema_dir}/{template}",
-            str(manifests),
+            *(arg for location in locations for arg in ("-schema-location", location)),
+            *map(str, manifests),
         ],
         capture_output=True,
         text=True,

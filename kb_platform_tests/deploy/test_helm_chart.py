@@ -68,7 +68,7 @@ def test_helm_lint_rejects_a_broken_template(folder: Path) -> None:
 def test_every_object_is_valid_against_the_strict_schemas(
     profile: str, rendered: dict, folder: Path
 ) -> None:
-    result = kubeconform(folder / f"{profile}.yaml", crd_schemas(folder))
+    result = kubeconform(folder / f"{profile}.yaml", crd_schema_dir=crd_schemas(folder))
     assert result.returncode == 0, result.stdout + result.stderr
     count = len(rendered[profile])
     assert f"{count} resources found" in result.stdout and "Skipped: 0" in result.stdout
@@ -90,7 +90,7 @@ def test_kubeconform_rejects_a_broken_object(
     bad = _merge(json.loads(json.dumps(original)), broken)
     path = folder / f"broken-{kind}.yaml"
     path.write_text(yaml.safe_dump(bad))
-    result = kubeconform(path, crd_schemas(folder))
+    result = kubeconform(path, crd_schema_dir=crd_schemas(folder))
     assert result.returncode != 0 and "Invalid: 1" in result.stdout, result.stdout
 
 
@@ -343,3 +343,20 @@ def test_network_policies_allow_exactly_the_platform_s_flows(rendered: dict) -> 
     for pod in (RAG, ENCODER, EXPORTER, SNAPSHOTS, RUN, DAGSTER):
         assert allows(policies, pod, DNS, 53, "UDP"), pod.name
         assert not any(allows(policies, pod, INTERNET, port) for port in PORTS), pod.name
+
+
+def test_production_accounts_assume_the_eks_cluster_s_roles(rendered: dict) -> None:
+    cluster = yaml.safe_load((REPO_ROOT / "deploy/cluster/eks/cluster.yaml").read_text())
+    roles = {
+        a["metadata"]["name"]: a["roleName"]
+        for a in cluster["iam"]["serviceAccounts"]
+        if a["metadata"].get("namespace") == NAMESPACE
+    }
+    accounts = of_kind(rendered["production"], "ServiceAccount")
+    assert roles and set(roles) <= set(accounts)
+    for name, account in accounts.items():
+        arn = account["metadata"].get("annotations", {}).get("eks.amazonaws.com/role-arn")
+        if name in roles:
+            assert arn is not None and arn.endswith(f":role/{roles[name]}"), name
+        else:
+            assert arn is None, name  # no AWS role for accounts that need none
