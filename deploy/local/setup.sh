@@ -17,6 +17,7 @@ APT_PACKAGES=(
   chromium chromium-driver                          # the Dagster UI test (Selenium, headless)
   prometheus prometheus-alertmanager                # monitoring (promtool and amtool with them)
   prometheus-node-exporter prometheus-elasticsearch-exporter
+  podman debootstrap runc uidmap                    # the images (deploy/images/build.sh)
   curl
 )
 PYTHON="${KB_PYTHON:-python3}"
