@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,11 @@ def valid_request_id(given: str | None) -> str | None:
     """``given`` when it is a request id we pass on and log (1-64 of ``A-Za-z0-9._:-``: no
     spaces, quotes or control characters from a client reach a log line), else None."""
     return given if given and _VALID_REQUEST_ID.match(given) else None
+
+
+def incoming_request_id(given: str | None) -> str:
+    """The id a request is handled under: the caller's ``X-Request-Id`` when valid, else new."""
+    return valid_request_id(given) or uuid.uuid4().hex
 
 
 def run_request_id(context: InitResourceContext) -> str | None:

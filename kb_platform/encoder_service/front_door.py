@@ -14,7 +14,6 @@ import hmac
 import json
 import logging
 import time
-import uuid
 from typing import Any
 
 from pydantic import ValidationError
@@ -40,9 +39,9 @@ from kb_platform.serving.asgi import (
 )
 from kb_platform.structured_logs import (
     REQUEST_ID_HEADER,
+    incoming_request_id,
     reset_request_id,
     set_request_id,
-    valid_request_id,
 )
 
 log = logging.getLogger(__name__)
@@ -128,7 +127,7 @@ class EncoderFrontDoor:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = valid_request_id(headers.get(REQUEST_ID_HEADER)) or uuid.uuid4().hex
+        request_id = incoming_request_id(headers.get(REQUEST_ID_HEADER))
         token = set_request_id(request_id)
         status = [500]
         started = time.perf_counter()

@@ -14,7 +14,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from typing import Any
 
 from kb_platform.serving.asgi import (
@@ -34,9 +33,9 @@ from kb_platform.serving.ratelimit import RateLimiter
 from kb_platform.serving.settings import ServingSettings, get_serving_settings
 from kb_platform.structured_logs import (
     REQUEST_ID_HEADER,
+    incoming_request_id,
     reset_request_id,
     set_request_id,
-    valid_request_id,
 )
 
 access_log = logging.getLogger("kb_platform.serving.access")
@@ -118,7 +117,7 @@ class ServingMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = valid_request_id(headers.get(REQUEST_ID_HEADER)) or uuid.uuid4().hex
+        request_id = incoming_request_id(headers.get(REQUEST_ID_HEADER))
         token = set_request_id(request_id)
         path = scope["path"]
         state: dict[str, Any] = {"status": 500, "started": False, "key": None, "bytes_in": 0}

@@ -10,6 +10,7 @@ import time
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
 
 from kb_platform.contracts import Modality
+from kb_platform.defs.ingestion.kafka_sensor import source_tags
 from kb_platform.kafka import audit_trail, ledger
 from kb_platform.kafka.audit_trail import AuditRecord, Event
 from kb_platform.kafka.dead_letters import headers_dict
@@ -24,7 +25,7 @@ from kb_platform.kafka.ingest_reader import (
 from kb_platform.kafka.ledger import MessageState
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.runs import JOB
-from kb_platform.structured_logs import REQUEST_ID_TAG
+from kb_platform.structured_logs import valid_request_id
 
 MAX_ATTEMPTS = 4
 BASE_DELAY_S = 60.0
@@ -66,7 +67,7 @@ def dlq_replay(context: SensorEvaluationContext, kafka: KafkaResource) -> Sensor
             f"{headers['source-topic']}:{headers['source-partition']}:{headers['source-offset']}"
         )
         doc_id = headers.get("doc-id", "")
-        request_id = headers.get("request-id", "")
+        request_id = valid_request_id(headers.get("request-id")) or ""
         if not doc_id:
             pass  # refused at intake: the same content would be refused again; stays dead-lettered
         elif attempts >= MAX_ATTEMPTS:
@@ -90,14 +91,15 @@ def dlq_replay(context: SensorEvaluationContext, kafka: KafkaResource) -> Sensor
                     run_key=f"replay:{source}:{attempts + 1}",
                     partition_key=doc_id,
                     tags={
-                        "kb/source": source,
-                        "kb/source-topic": headers["source-topic"],
-                        "kb/source-partition": headers["source-partition"],
-                        "kb/source-offset": headers["source-offset"],
-                        "kb/doc_id": doc_id,
+                        **source_tags(
+                            headers["source-topic"],
+                            int(headers["source-partition"]),
+                            int(headers["source-offset"]),
+                            doc_id,
+                            request_id,
+                        ),
                         "kb/attempt": str(attempts + 1),
                         "kb/replay-of": headers.get("run-id", ""),
-                        REQUEST_ID_TAG: request_id or source,
                     },
                 )
             )
