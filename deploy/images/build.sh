@@ -17,6 +17,8 @@ CONF="$KB_REPO_ROOT/deploy/images/containers.conf"
 UV_CACHE="${UV_CACHE_DIR:-$HOME/.cache/uv}"  # the machine's wheels, reused by the builds
 # the machine's CA bundle for the build steps' downloads (it may trust a TLS-inspecting proxy)
 CA_BUNDLE="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
+DEPENDENCIES="localhost/kb-build-cache:dependencies"
+MIN_FREE_GB=25
 export CONTAINERS_CONF="$CONF"  # runc (cgroup v1 here), ulimits a container can take
 # images and build layers under the cache, so a CI machine that keeps ~/.cache rebuilds only
 # the layers whose inputs changed
@@ -48,15 +50,25 @@ cmd_base() {
   log "imported $BASE"
 }
 
-cmd_build() {
-  local target="${1:?target}" tag="${2:-0.1.0}" start=$SECONDS
-  cmd_base
-  log "building localhost/kb-$target:$tag"
-  mkdir -p "$UV_CACHE"
-  podman build --quiet --network=host --build-arg "BASE_IMAGE=$BASE" --target "$target" \
+podman_build() { # podman_build <target> <image>
+  podman build --quiet --network=host --build-arg "BASE_IMAGE=$BASE" --target "$1" \
     --volume "$UV_CACHE:/root/.cache/uv" --volume "$CA_BUNDLE:/run/kb-build-ca.crt:ro" \
     --build-arg CA_BUNDLE=/run/kb-build-ca.crt \
-    -f "$KB_REPO_ROOT/deploy/images/Dockerfile" -t "localhost/kb-$target:$tag" "$KB_REPO_ROOT" >&2
+    -f "$KB_REPO_ROOT/deploy/images/Dockerfile" -t "$2" "$KB_REPO_ROOT" >&2
+}
+
+cmd_build() {
+  local target="${1:?target}" tag="${2:-0.1.0}" start=$SECONDS free
+  cmd_base
+  free="$(df --output=avail -BG "$STORAGE" | tail -1 | tr -dc 0-9)"
+  ((free >= MIN_FREE_GB)) ||
+    die "$free GB free under $STORAGE: a cold build needs about $MIN_FREE_GB GB (the dependencies layer and the image, ~9 GB each)"
+  log "building localhost/kb-$target:$tag"
+  mkdir -p "$UV_CACHE"
+  # the dependencies stage keeps a tag, so pruning leaves it as the next build's cache
+  podman_build dependencies "$DEPENDENCIES"
+  podman_build "$target" "localhost/kb-$target:$tag"
+  podman image prune --force >/dev/null # earlier builds' layers that nothing names any more
   log "built localhost/kb-$target:$tag in $((SECONDS - start))s, $(cmd_size "$target" "$tag") bytes"
 }
 

@@ -130,6 +130,7 @@ def test_hadolint_rejects_a_broken_dockerfile(tmp_path: Path) -> None:
 
 
 @pytest.mark.images
+@pytest.mark.timeout(3600)  # a cold build takes 10-13 minutes on 2 cores
 def test_the_platform_image_builds_and_imports_its_code_as_a_non_root_user() -> None:
     if shutil.which("podman") is None:
         pytest.fail("podman is not installed (deploy/local/setup.sh installs it)")
