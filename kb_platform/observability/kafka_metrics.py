@@ -26,8 +26,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from kb_platform.kafka import ledger
-from kb_platform.kafka.audit import PartitionAudit
-from kb_platform.kafka.incremental_audit import IncrementalAudit
+from kb_platform.kafka.audit import IncrementalAudit, PartitionAudit
 from kb_platform.kafka.lag import oldest_of
 from kb_platform.kafka.ledger import MessageState
 from kb_platform.kafka.topics import Topics

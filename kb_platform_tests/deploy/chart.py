@@ -5,6 +5,7 @@ API's strict schemas and those of the CRDs the chart's objects use."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def crd_schemas(folder: Path) -> Path:
     if not target.exists():
         subprocess.run(
             [
-                "python",
+                sys.executable,
                 str(REPO_ROOT / "deploy" / "cluster" / "crd_schemas.py"),
                 str(crd_folder()),
                 str(target),

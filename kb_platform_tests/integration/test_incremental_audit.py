@@ -12,9 +12,8 @@ from dagster._core.test_utils import create_run_for_test
 from kb_platform.contracts import Modality
 from kb_platform.defs.ingestion.kafka_sensor import source_tags
 from kb_platform.kafka import ledger
-from kb_platform.kafka.audit import PartitionAudit, audit
+from kb_platform.kafka.audit import IncrementalAudit, PartitionAudit, audit
 from kb_platform.kafka.dead_letters import DeadLetter, publish
-from kb_platform.kafka.incremental_audit import IncrementalAudit
 from kb_platform.kafka.ingest_reader import READER_CONFIG, partition_key
 from kb_platform.kafka.ledger import MessageState, source_key
 from kb_platform.observability.letter_log import LetterLog
