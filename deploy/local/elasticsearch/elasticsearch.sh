@@ -26,7 +26,8 @@
 #
 # Environment: KB_ES_PORT (9200), KB_ES_TRANSPORT_PORT (9300), KB_ES_HEAP (heap size such as 1g or
 #   512m, or the JVM flags "-Xms512m -Xmx1g"; default 1g from config/jvm.options),
-#   KB_ES_START_TIMEOUT (120), KB_ES_DATA_DIR, KB_ES_LOG_DIR, KB_JAVA (java binary, 17+),
+#   KB_ES_START_TIMEOUT (120), KB_ES_DATA_DIR, KB_ES_LOG_DIR, KB_ES_SNAPSHOT_DIR (path.repo: where fs
+#   snapshot repositories may live; default snapshots/ beside data/), KB_JAVA (java binary, 17+),
 #   plus lib.sh's KB_CACHE_DIR and KB_LOCAL_DIR.
 set -euo pipefail
 
@@ -52,6 +53,7 @@ STATE_DIR="$(service_dir elasticsearch)"
 CONF_DIR="$STATE_DIR/config"
 DATA_DIR="${KB_ES_DATA_DIR:-$STATE_DIR/data}"
 LOG_DIR="${KB_ES_LOG_DIR:-$STATE_DIR/logs}"
+SNAPSHOT_DIR="${KB_ES_SNAPSHOT_DIR:-$STATE_DIR/snapshots}"
 LOG_FILE="$LOG_DIR/elasticsearch.log"
 TMP_DIR="$STATE_DIR/tmp"
 MAIN_CLASS=kbplatform.elasticsearch.LocalNode
@@ -208,7 +210,8 @@ cmd_up() {
   write_config
   mapfile -t opts < <(jvm_options "$major")
   # Read by elasticsearch.yml (${...} substitution).
-  export KB_ES_PORT="$PORT" KB_ES_TRANSPORT_PORT="$TRANSPORT_PORT" KB_ES_DATA_DIR="$DATA_DIR" KB_ES_LOG_DIR="$LOG_DIR"
+  export KB_ES_PORT="$PORT" KB_ES_TRANSPORT_PORT="$TRANSPORT_PORT" KB_ES_DATA_DIR="$DATA_DIR" KB_ES_LOG_DIR="$LOG_DIR" KB_ES_SNAPSHOT_DIR="$SNAPSHOT_DIR"
+  mkdir -p "$SNAPSHOT_DIR"
   printf '\n===== %s elasticsearch.sh up: Elasticsearch %s, java %s =====\n' \
     "$(date '+%F %T')" "$ES_VERSION" "$major" >>"$LOG_FILE"
   log "starting Elasticsearch $ES_VERSION on $URL (transport $TRANSPORT_PORT); log: $LOG_FILE"
