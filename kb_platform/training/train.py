@@ -1,6 +1,9 @@
 """``torchrun --nproc_per_node N -m kb_platform.training.train --config run.json``
 
-Contrastive training of the CLIP spec under FSDP: gloo on CPU, NCCL on GPUs, same code. Resumes
+One FSDP training loop for two model families (``family`` in the config): the CLIP spec with a
+contrastive loss (clip_family.py) and Hugging Face causal LMs with the next-token loss
+(causal_lm.py); gloo on CPU, NCCL on GPUs, same code. Gradient accumulation and clipping,
+hybrid sharding over a 2-D mesh, CPU offload and prefetch are settings. Resumes
 from the latest distributed checkpoint in the run's folder, writes one metrics line per logged
 step and a consolidated export at the end. Under Dagster Pipes (the ``clip_checkpoint`` asset)
 rank 0 sends logs and the final metrics to the UI."""
@@ -20,15 +23,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from open_clip.loss import ClipLoss
-from torch.utils.data import DataLoader
+from torch.distributed.tensor import DTensor
 
 from kb_platform.training import checkpoints
 from kb_platform.training.checkpoints import Progress, TrainingState
 from kb_platform.training.config import TrainConfig
-from kb_platform.training.data import PairDataset, ShardedOrder, collate, read_manifest
-from kb_platform.training.sharding import shard_model, wants_bf16
-from kb_platform.training.spec import WEIGHTS, build_model, image_preprocess, tokenizer
+from kb_platform.training.data import ShardedOrder
+from kb_platform.training.family import Family
+from kb_platform.training.sharding import ShardingPlan, device_mesh, wants_bf16
 
 log = logging.getLogger("kb_platform.training")
 
@@ -63,22 +65,46 @@ def pipes_session() -> Iterator[Any]:
         yield None
 
 
-def initialise(model: torch.nn.Module, config: TrainConfig) -> None:
-    if config.init_from:
-        from safetensors.torch import load_file
+def make_family(config: TrainConfig, device: torch.device) -> Family:
+    if config.family == "causal_lm":
+        from kb_platform.training.causal_lm import CausalLmFamily
 
-        model.load_state_dict(load_file(str(Path(config.init_from) / WEIGHTS)))
+        return CausalLmFamily(config, device)
+    from kb_platform.training.clip_family import ClipFamily
+
+    return ClipFamily(config, device)
+
+
+def micro_batches(family: Family, order: ShardedOrder, progress: Progress) -> Iterator[Any]:
+    """The batches from where ``progress`` stands on, epoch after epoch."""
+    epoch, start = progress.epoch, progress.batch_in_epoch
+    while True:
+        yield from family.batches(order.epoch(epoch, start))
+        epoch, start = epoch + 1, 0
+
+
+def advance(progress: Progress, order: ShardedOrder) -> None:
+    progress.batch_in_epoch += 1
+    if progress.batch_in_epoch >= order.batches_per_epoch:
+        progress.epoch += 1
+        progress.batch_in_epoch = 0
+
+
+def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> float:
+    norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    if isinstance(norm, DTensor):
+        norm = norm.full_tensor()
+    return float(norm)
 
 
 def train(config: TrainConfig, device: torch.device, pipes: Any) -> dict[str, Any]:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads_per_rank)
-    model = build_model(config.spec)
-    initialise(model, config)
-    model.to(device)
+    family = make_family(config, device)
     bf16 = wants_bf16(config.mixed_precision, device)
-    model = shard_model(model, bf16=bf16, activation_checkpointing=config.activation_checkpointing)
+    plan = ShardingPlan(bf16, config.cpu_offload, config.reshard_after_forward, config.prefetch)
+    model = family.build(plan, device_mesh(device, world, config.replicate))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     progress = Progress()
@@ -87,51 +113,51 @@ def train(config: TrainConfig, device: torch.device, pipes: Any) -> dict[str, An
     if resumed:
         log.info("rank %d resumed at step %d", rank, progress.step)
 
-    examples = read_manifest(Path(config.manifest))
-    dataset = PairDataset(examples, image_preprocess(config.spec, model), tokenizer(config.spec))
-    order = ShardedOrder(len(dataset), config.batch_size, rank, world, config.seed)
+    # every rank is data-parallel (hybrid sharding replicates the model, not the data)
+    order = ShardedOrder(family.examples(), config.batch_size, rank, world, config.seed)
     if order.batches_per_epoch == 0:
         raise ValueError(
-            f"{len(dataset)} pairs are fewer than one batch of {config.batch_size} x {world} ranks"
+            f"{family.examples()} examples are fewer than one batch of {config.batch_size} x "
+            f"{world} ranks"
         )
-    loss_fn = ClipLoss(rank=rank, world_size=world, gather_with_grad=True)
     model.train()
     started_at = progress.step
     window_start, window_samples = time.perf_counter(), 0
     last: dict[str, Any] = {}
+    stream = micro_batches(family, order, progress)
+    accumulation = config.grad_accumulation
     while progress.step < config.steps:
-        batches = list(order.epoch(progress.epoch, progress.batch_in_epoch))
-        loader = DataLoader(
-            dataset, batch_sampler=batches, collate_fn=collate, num_workers=config.num_workers
-        )
-        for images, texts in loader:
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, progress.step)
-            # Randomness (dropout) as a function of step and rank: a resumed run draws what the
-            # uninterrupted one would have drawn.
-            torch.manual_seed(config.seed + 1_000_003 * progress.step + rank)
-            image_features, text_features, logit_scale = model(images.to(device), texts.to(device))[
-                :3
-            ]
-            loss = loss_fn(image_features.float(), text_features.float(), logit_scale.float())
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():  # CLIP's temperature stays within 100, as in open_clip
-                model.logit_scale.clamp_(0, math.log(100))
-            progress.step += 1
-            progress.batch_in_epoch += 1
-            window_samples += images.shape[0]
-            if progress.step % config.log_every == 0 or progress.step == config.steps:
-                last = report(config, progress, loss, window_start, window_samples, pipes)
-                window_start, window_samples = time.perf_counter(), 0
-            if progress.step % config.checkpoint_every == 0 or progress.step == config.steps:
-                checkpoints.save(config.checkpoint_dir, state)
-            if progress.step >= config.steps:
-                break
-        else:
-            progress.epoch += 1
-            progress.batch_in_epoch = 0
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, progress.step)
+        step_loss = torch.zeros((), dtype=torch.float32)
+        grad_norm = None
+        for micro in range(accumulation):
+            batch = next(stream)
+            # Randomness (dropout) as a function of step, micro-step and rank: a resumed run
+            # draws what the uninterrupted one would have drawn.
+            torch.manual_seed(config.seed + 1_000_003 * progress.step + 7_919 * micro + rank)
+            if accumulation > 1:  # reduce-scatter the gradients on the last micro-step only
+                model.set_requires_gradient_sync(micro == accumulation - 1)  # type: ignore[operator]
+            loss, samples = family.loss(model, batch)
+            (loss / accumulation).backward()
+            step_loss += loss.detach().float().cpu() / accumulation
+            window_samples += samples
+            advance(progress, order)
+        if config.max_grad_norm is not None:
+            grad_norm = clip_gradients(trainable, config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        family.after_step(model)
+        progress.step += 1
+        if progress.step % config.log_every == 0 or progress.step == config.steps:
+            last = report(
+                config, progress, step_loss, window_start, window_samples, pipes, family.unit
+            )
+            if grad_norm is not None:
+                last["grad_norm"] = grad_norm
+            window_start, window_samples = time.perf_counter(), 0
+        if progress.step % config.checkpoint_every == 0 or progress.step == config.steps:
+            checkpoints.save(config.checkpoint_dir, state)
     metrics = {
         **last,
         "steps": progress.step,
@@ -140,10 +166,11 @@ def train(config: TrainConfig, device: torch.device, pipes: Any) -> dict[str, An
         "ranks": world,
         "device": device.type,
         "bf16": bf16,
-        "pairs": len(dataset),
+        "family": config.family,
+        **family.describe(),
         "batches_per_epoch": order.batches_per_epoch,
     }
-    checkpoints.export(model, config.spec, config.export_dir, metrics)
+    family.export(model, config.export_dir, metrics)
     return metrics
 
 
@@ -154,8 +181,10 @@ def report(
     window_start: float,
     window_samples: int,
     pipes: Any,
+    unit: str = "pairs",
 ) -> dict[str, Any]:
-    """Loss averaged over ranks and samples per second of every rank, on rank 0."""
+    """Loss averaged over ranks and samples (pairs or tokens) per second of every rank, on
+    rank 0."""
     rate = window_samples / max(time.perf_counter() - window_start, 1e-9)
     mean_loss = loss.detach().float().cpu().clone()
     dist.all_reduce(mean_loss)
@@ -168,11 +197,12 @@ def report(
         "samples_per_s_per_rank": [round(r, 2) for r in rates],
         "samples_per_s": round(sum(rates), 2),
         "lr": learning_rate(config, progress.step - 1),
+        "unit": unit,
     }
     if dist.get_rank() == 0:
         with config.metrics_file.open("a") as out:
             out.write(json.dumps(line) + "\n")
-        message = f"step {line['step']} loss {line['loss']:.4f} samples/s per rank {rates}"
+        message = f"step {line['step']} loss {line['loss']:.4f} {unit}/s per rank {rates}"
         log.info(message)
         if pipes is not None:
             pipes.log.info(message)
@@ -180,7 +210,7 @@ def report(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="CLIP training under FSDP")
+    parser = argparse.ArgumentParser(description="FSDP training (CLIP or a causal LM)")
     parser.add_argument("--config", type=Path, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
