@@ -55,10 +55,14 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 @contextlib.contextmanager
 def pipes_session() -> Iterator[Any]:
-    """Dagster Pipes on rank 0 when launched by Dagster; None otherwise."""
+    """Dagster Pipes on rank 0 when launched by Dagster; None otherwise (and dagster-pipes is
+    then not needed: a GPU box may run the trainer with torch and transformers alone)."""
+    if dist.get_rank() != 0 or "DAGSTER_PIPES_CONTEXT" not in os.environ:
+        yield None
+        return
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
-    if dist.get_rank() == 0 and PipesEnvVarParamsLoader().is_dagster_pipes_process():
+    if PipesEnvVarParamsLoader().is_dagster_pipes_process():
         with open_dagster_pipes() as pipes:
             yield pipes
     else:
@@ -199,6 +203,10 @@ def report(
         "lr": learning_rate(config, progress.step - 1),
         "unit": unit,
     }
+    if torch.cuda.is_available():  # the peak of any rank, to set against `train plan`
+        peak = torch.tensor(float(torch.cuda.max_memory_allocated()), device="cuda")
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+        line["peak_gpu_memory_gib"] = round(float(peak) / 2**30, 2)
     if dist.get_rank() == 0:
         with config.metrics_file.open("a") as out:
             out.write(json.dumps(line) + "\n")
