@@ -8,11 +8,12 @@ none are needed to plan memory or to test the trainer on a tiny config); any Hug
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from kb_platform.training.memory_plan import ModelShape
+
+if TYPE_CHECKING:  # torch loads with the first model built, not with the command line
+    import torch
 
 PRESETS: dict[str, dict[str, Any]] = {
     "llama-3-8b": {
@@ -110,6 +111,7 @@ def load_config(model: str) -> Any:
 
 def meta_model(config: Any) -> torch.nn.Module:
     """The causal LM with every tensor on the meta device: the real module tree, no memory."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
