@@ -18,6 +18,7 @@ APT_PACKAGES=(
   prometheus prometheus-alertmanager                # monitoring (promtool and amtool with them)
   prometheus-node-exporter prometheus-elasticsearch-exporter
   podman debootstrap runc uidmap                    # the images (deploy/images/build.sh)
+  shellcheck                                        # actionlint checks the workflows' run: scripts
   curl
 )
 PYTHON="${KB_PYTHON:-python3}"
