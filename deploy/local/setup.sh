@@ -74,8 +74,12 @@ fill_model_store() {
 
 main() {
   local start=$SECONDS
+  # Node.js for the docs' Mermaid check; a machine with NodeSource's node already has npm (and
+  # Debian's npm package would conflict with it)
+  command -v node >/dev/null || APT_PACKAGES+=(nodejs npm)
   install_system_packages
   install_python_env
+  bash "$KB_REPO_ROOT/deploy/docs/mermaid.sh" install
   for svc in kafka elasticsearch postgres; do
     bash "$KB_REPO_ROOT/deploy/local/$svc/$svc.sh" install
   done
