@@ -45,10 +45,26 @@ def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def profile_values_file(profile: str, folder: Path) -> Path:
-    """The profile's kb-platform part as a values file for the kb-platform chart."""
-    path = folder / f"kb-platform-{profile}.yaml"
-    path.write_text(yaml.safe_dump(stack_values(profile)["kb-platform"]))
+def profile_values_file(
+    profile: str, folder: Path, *, rollouts: bool = False, strategy: str | None = None
+) -> Path:
+    """The profile's kb-platform part as a values file for the kb-platform chart.
+
+    ``rollouts``: keep the profile's Argo Rollouts (staging and production turn them on). Off
+    by default: the Deployment-shaped checks (test_helm_chart.py) and the `helm install` on the
+    test API server, where no Rollouts controller runs to start pods, see each service's plain
+    Deployment and its HPA; test_rollouts.py checks the profiles as Argo CD deploys them.
+    ``strategy`` (with ``rollouts``): canary or blueGreen instead of the profile's."""
+    values = stack_values(profile)["kb-platform"]
+    suffix = ""
+    if rollouts:
+        if strategy is not None:
+            values["rollouts"] = {**values["rollouts"], "strategy": strategy}
+        suffix = f"-rollouts-{values['rollouts']['strategy']}"
+    else:
+        values["rollouts"] = {**values["rollouts"], "enabled": False}
+    path = folder / f"kb-platform-{profile}{suffix}.yaml"
+    path.write_text(yaml.safe_dump(values))
     return path
 
 
