@@ -68,9 +68,11 @@ def import_to_store(name: str = MODEL_NAME, *, force: bool = False) -> bentoml.M
         offline()
         started = time.perf_counter()
         source = gguf_path()
-        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(source.parent), gguf_file=source.name, dtype=torch.float32
+        tokenizer = AutoTokenizer.from_pretrained(  # nosec B615 # local folder, no download
+            str(source.parent), gguf_file=source.name, local_files_only=True
+        )
+        model = AutoModelForCausalLM.from_pretrained(  # nosec B615 # local folder, no download
+            str(source.parent), gguf_file=source.name, dtype=torch.float32, local_files_only=True
         )
         # The weights are dequantized tensors now; drop the GGUF quantizer so they save as a
         # plain checkpoint.
@@ -147,7 +149,9 @@ class LocalGenerator:
         self.model_dir = Path(model_dir)
         # The raw tokenizers library reads the 33 MB vocabulary in 1 s (AutoTokenizer: 3 s).
         self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-        model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(  # nosec B615 # local folder, no download
+            str(self.model_dir), dtype=torch.float32, local_files_only=True
+        )
         model.eval()
         if quantize:
             # torch.ao's eager dynamic quantization is deprecated in favour of torchao, which

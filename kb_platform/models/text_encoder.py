@@ -25,8 +25,12 @@ class TextEncoder(LengthBatchedEncoder):
         self.model_dir = model_dir
         self.batch_size = batch_size
         self.version = version
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(  # nosec B615 # local folder, no download
+            str(model_dir), local_files_only=True
+        )
+        self.model = AutoModel.from_pretrained(  # nosec B615 # local folder, no download
+            str(model_dir), local_files_only=True
+        ).eval()
         self.dimensions = int(self.model.config.hidden_size)
         self.load_seconds = time.perf_counter() - started
         log.info("text encoder %s loaded in %.2fs", version, self.load_seconds)

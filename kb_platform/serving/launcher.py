@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import psutil
 
 from kb_platform.config import REPO_ROOT
@@ -29,11 +28,8 @@ ENCODER_SERVICE = "bentos/encoder/service.py:EncoderService"
 def probe(url: str, timeout: float = 2.0) -> int:
     """HTTP status of a GET, 0 when nothing answers."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (urllib.error.URLError, OSError):
+        return httpx.get(url, timeout=timeout).status_code
+    except httpx.HTTPError:
         return 0
 
 

@@ -73,7 +73,9 @@ class CausalLmFamily:
         self.config = config
         self.device = device
         self.source = Path(config.init_from or "")
-        self.model_config = AutoConfig.from_pretrained(str(self.source), local_files_only=True)
+        self.model_config = AutoConfig.from_pretrained(  # nosec B615 # local folder, no download
+            str(self.source), local_files_only=True
+        )
         self.blocks = TokenBlocks(config.tokens)
         self.tied: frozenset[str] = frozenset()
 

@@ -110,7 +110,7 @@ class TrainingJob:
             "resources": {"requests": {**limits, "cpu": self.cpu}, "limits": limits},
             "volumeMounts": [
                 {"name": "shared", "mountPath": CHECKPOINT_MOUNT},
-                {"name": "shm", "mountPath": "/dev/shm"},
+                {"name": "shm", "mountPath": "/dev/shm"},  # nosec B108 # a pod's mount path
             ],
             "securityContext": {
                 "allowPrivilegeEscalation": False,

@@ -158,14 +158,17 @@ def test_disruption_budgets_cover_the_running_pods(installed: KubeCluster) -> No
 
 
 def test_the_quota_counts_the_namespace_s_requests(installed: KubeCluster) -> None:
+    encoders = installed.get_json("deployment", "kb-platform-encoder", "-n", NAMESPACE)
+    replicas = encoders["spec"]["replicas"]
+
     def used() -> dict[str, str] | None:
+        # the quota controller counts pods as they are made: wait for all the encoder's
         quota = installed.get_json("resourcequota", "kb-platform", "-n", NAMESPACE)
         found = quota.get("status", {}).get("used", {})
-        return found if found.get("requests.nvidia.com/gpu") not in (None, "0") else None
+        return found if found.get("requests.nvidia.com/gpu") == str(replicas) else None
 
-    counted = _wait_for("the quota to count the GPU requests", used)
-    encoders = installed.get_json("deployment", "kb-platform-encoder", "-n", NAMESPACE)
-    assert int(counted["requests.nvidia.com/gpu"]) == encoders["spec"]["replicas"]
+    counted = _wait_for("the quota to count every encoder's GPU", used)
+    assert int(counted["requests.nvidia.com/gpu"]) == replicas
 
 
 @pytest.mark.parametrize(
