@@ -15,6 +15,7 @@ import click
 
 from kb_platform.config import REPO_ROOT, get_settings
 from kb_platform.contracts import IngestMessage, Modality
+from kb_platform.training.commands import train
 
 if TYPE_CHECKING:  # dagster loads only in the commands that need it
     from kb_platform.resources.kafka import KafkaResource
@@ -452,6 +453,9 @@ def model_store_snapshot(
     name = volume_snapshots.take(api, namespace, claim, snapshot_class, datetime.now(UTC))
     deleted = volume_snapshots.prune(api, namespace, claim, keep)
     click.echo(f"snapshot {name} requested; {len(deleted)} old snapshot(s) deleted")
+
+
+main.add_command(train)
 
 
 if __name__ == "__main__":
