@@ -421,6 +421,89 @@ def exporter(host: str, port: int) -> None:
         serve(exporter, host, port, stop)
 
 
+@main.command()
+@click.option("--list", "list_only", is_flag=True, help="list the backups instead")
+@click.option("--keep-last", type=int, default=None, help="default: KB_BACKUP_KEEP_LAST")
+@click.option("--keep-days", type=float, default=None, help="default: KB_BACKUP_KEEP_DAYS")
+def backup(list_only: bool, keep_last: int | None, keep_days: float | None) -> None:
+    """Back up the chunk indices (an Elasticsearch snapshot), the Dagster instance database,
+    the object store and the ingest group's committed offsets into a new folder under
+    KB_BACKUP_DIR, then delete backups past the retention policy."""
+    from kb_platform.backup import catalog, take
+    from kb_platform.backup.stack import from_settings
+
+    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))
+    settings = get_settings()
+    root = settings.backup_root
+    if list_only:
+        for entry in catalog.entries(root):
+            record = entry.manifest
+            size = f"{record.bytes / 1e6:.1f} MB" if record else "-"
+            status = record.status if record else "no manifest"
+            click.echo(f"{entry.id}  {status:<11} {size:>10}  {entry.folder}")
+        return
+    stack = from_settings(settings)
+    try:
+        record, deleted = take.backup(
+            stack,
+            root,
+            keep_last if keep_last is not None else settings.backup_keep_last,
+            keep_days if keep_days is not None else settings.backup_keep_days,
+        )
+    except _backup_errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        stack.close()
+    for line in take.summary(record, deleted):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("backup_id", default="latest")
+@click.option("--force", is_flag=True, help="replace a target that holds state already")
+def restore(backup_id: str, force: bool) -> None:
+    """Restore a backup (an id from `backup --list`, or latest) into this stack, with its
+    Dagster daemon stopped: Elasticsearch, the instance database, the object store, then the
+    committed offsets. Refuses a target that holds state unless --force."""
+    from kb_platform.backup import restore as restoring
+    from kb_platform.backup.stack import from_settings
+
+    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))
+    settings = get_settings()
+    stack = from_settings(settings)
+    try:
+        restored_id, done = restoring.restore(stack, settings.backup_root, backup_id, force)
+    except _backup_errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        stack.close()
+    for line in restoring.summary(restored_id, done):
+        click.echo(line)
+
+
+def _backup_errors() -> tuple[type[Exception], ...]:
+    from confluent_kafka import KafkaException
+    from elasticsearch import ApiError
+
+    from kb_platform.backup.catalog import BackupNotFound
+    from kb_platform.backup.es_snapshots import SnapshotFailed
+    from kb_platform.backup.kafka_offsets import GroupActive
+    from kb_platform.backup.manifest import BackupCorrupt
+    from kb_platform.backup.restore import TargetNotEmpty
+
+    return (
+        BackupCorrupt,
+        BackupNotFound,
+        GroupActive,
+        SnapshotFailed,
+        TargetNotEmpty,
+        ApiError,
+        KafkaException,
+        RuntimeError,
+        ValueError,
+    )
+
+
 @main.group("model-store")
 def model_store() -> None:
     """The model store's volume on Kubernetes."""

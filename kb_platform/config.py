@@ -106,6 +106,26 @@ class Settings(BaseSettings):
     def clip_root(self) -> Path:
         return self.clip_dir or self.data_dir / "clip"
 
+    # backups (`kb-platform backup|restore`, kb_platform.backup): one folder per backup under
+    # backup_dir (default: .kb-backups beside the data dir). Retention after each good backup:
+    # keep the newest backup_keep_last and those younger than backup_keep_days (unset: that rule
+    # keeps nothing; both unset: keep all); the newest good backup is never deleted.
+    backup_dir: Path | None = None
+    backup_keep_last: int | None = 7
+    backup_keep_days: float | None = None
+    # Elasticsearch snapshot repository: "fs" (location relative to the node's path.repo, or
+    # absolute inside it) or "s3" (repository-s3: bucket, base_path, client)
+    backup_es_repository: str = "kb-backups"
+    backup_es_repository_type: str = "fs"
+    backup_es_fs_location: str = "kb-backups"
+    backup_es_s3_bucket: str | None = None
+    backup_es_s3_base_path: str = "elasticsearch"
+    backup_es_s3_client: str = "default"
+
+    @property
+    def backup_root(self) -> Path:
+        return self.backup_dir or self.data_dir.parent / ".kb-backups"
+
     # inputs: file:// URIs are only read inside these roots
     corpus_dir: Path = REPO_ROOT.parent / "shared" / "corpus"
     allowed_roots: list[Path] = Field(default_factory=lambda: [REPO_ROOT.parent / "shared"])
