@@ -42,7 +42,19 @@ def record(instance: DagsterInstance, keys: Iterable[str], state: MessageState) 
     """Marks messages as dead-lettered or parked (idempotent)."""
     values = {f"{MARKER_PREFIX}{key}": state.value for key in keys}
     if values:
-        instance.run_storage.set_cursor_values(values)
+        _set_cursor_values(instance, values)
+
+
+def _set_cursor_values(instance: DagsterInstance, values: dict[str, str]) -> None:
+    """Dagster's SQLite storage drops the new keys of a call that also updates existing ones
+    (an insert-or-update per batch): existing and new keys are written in calls of their own."""
+    existing = instance.run_storage.get_cursor_values(set(values))
+    for part in (
+        {k: v for k, v in values.items() if k in existing},
+        {k: v for k, v in values.items() if k not in existing},
+    ):
+        if part:
+            instance.run_storage.set_cursor_values(part)
 
 
 def markers(instance: DagsterInstance, keys: list[str]) -> dict[str, MessageState]:
@@ -83,8 +95,8 @@ def run_states(runs: Sequence[DagsterRun]) -> dict[int, MessageState]:
 def record_read_positions(instance: DagsterInstance, next_offsets: dict[str, int]) -> None:
     """Where the ingest sensor reads next, per ``topic:partition`` (for commits and the audit)."""
     if next_offsets:
-        instance.run_storage.set_cursor_values(
-            {f"{READ_PREFIX}{key}": str(offset) for key, offset in next_offsets.items()}
+        _set_cursor_values(
+            instance, {f"{READ_PREFIX}{key}": str(offset) for key, offset in next_offsets.items()}
         )
 
 
