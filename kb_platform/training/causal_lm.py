@@ -137,27 +137,3 @@ class CausalLmFamily:
                     shutil.copyfile(self.source / name, target / name)
             (target / "metrics.json").write_text(json.dumps(metrics, indent=2))
         dist.barrier()
-
-
-@torch.no_grad()
-def held_out_loss(
-    family: CausalLmFamily, model: torch.nn.Module, blocks: TokenBlocks, batch_size: int
-) -> float:
-    """Mean next-token loss over every block of ``blocks`` (each rank its share, summed over
-    ranks); perplexity is its exponential."""
-    rank, world = dist.get_rank(), dist.get_world_size()
-    total = torch.zeros(2, dtype=torch.float64)
-    mine = list(range(rank, len(blocks), world))
-    model.eval()
-    # every rank runs the same number of forwards (FSDP all-gathers in each): pad with a repeat
-    rounds = -(-len(blocks) // (world * batch_size))
-    for r in range(rounds):
-        indices = mine[r * batch_size : (r + 1) * batch_size]
-        real = len(indices)
-        batch = blocks.take(indices or [0])
-        loss, tokens = family.loss(model, batch)
-        if real:
-            total += torch.tensor([float(loss) * tokens, tokens], dtype=torch.float64)
-    model.train()
-    dist.all_reduce(total)
-    return float(total[0] / total[1])

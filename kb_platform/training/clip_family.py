@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -39,12 +40,10 @@ class ClipFamily:
             model.load_state_dict(load_file(str(Path(self.config.init_from) / WEIGHTS)))
         model.to(self.device)
         # FSDP's implicit prefetch: the two towers run in an order the loss decides
-        plan = ShardingPlan(plan.bf16, plan.cpu_offload, plan.reshard_after_forward, prefetch=0)
         model = shard_model(
             model,
-            bf16=plan.bf16,
             activation_checkpointing=self.config.activation_checkpointing,
-            plan=plan,
+            plan=dataclasses.replace(plan, prefetch=0),
             mesh=mesh,
         )
         examples = read_manifest(Path(self.config.manifest))

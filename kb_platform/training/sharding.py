@@ -86,13 +86,11 @@ def shard_units(
 def shard_model(
     model: torch.nn.Module,
     *,
-    bf16: bool,
     activation_checkpointing: bool,
-    plan: ShardingPlan | None = None,
+    plan: ShardingPlan,
     mesh: DeviceMesh | None = None,
 ) -> torch.nn.Module:
     """The CLIP model: each vision block, each unlocked text layer, then the root."""
-    plan = plan or ShardingPlan(bf16=bf16)
     if activation_checkpointing:
         model.visual.set_grad_checkpointing(True)
     units = list(model.visual.transformer.resblocks) + [

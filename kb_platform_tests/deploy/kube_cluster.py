@@ -64,6 +64,16 @@ STOP_TIMEOUT_S = 20.0
 LOG_TAIL_LINES = 40
 
 
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 120) -> Any:
+    """Polls ``check`` every second until it returns something truthy, which is returned."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 class ClusterStartError(RuntimeError):
     """A process of the cluster exited, or the cluster was not ready in time."""
 

@@ -18,7 +18,7 @@ import pytest
 
 from kb_platform.config import REPO_ROOT
 from kb_platform_tests.deploy.chart import CHART, NAMESPACE, crd_folder, profile_values_file
-from kb_platform_tests.deploy.kube_cluster import KubeCluster, tool_path
+from kb_platform_tests.deploy.kube_cluster import KubeCluster, tool_path, wait_for
 
 pytestmark = pytest.mark.kube
 
@@ -31,15 +31,6 @@ SECRETS = {
     "kb-rag-metrics-key": {"api-key": "k"},
     "kb-dagster-postgresql": {"postgresql-password": "pw"},
 }
-
-
-def _wait_for(what: str, check: Any, timeout_s: float = 120) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +106,7 @@ def test_every_deployment_runs_on_the_fake_nodes_with_its_requests(installed: Ku
             for d in found
         )
 
-    _wait_for("every Deployment available", all_available)
+    wait_for("every Deployment available", all_available)
     pods = [p for p in _get(installed, "pods") if p["status"]["phase"] == "Running"]
     components = {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods}
     assert components == {"rag", "encoder", "exporter"}
@@ -142,7 +133,7 @@ def test_autoscalers_scale_their_deployments_to_the_minimum(installed: KubeClust
             for name, hpa in hpas.items()
         )
 
-    _wait_for("the autoscalers to apply their minimum", at_minimum)
+    wait_for("the autoscalers to apply their minimum", at_minimum)
     rag = installed.get_json("deployment", "kb-platform-rag", "-n", NAMESPACE)
     assert rag["spec"]["replicas"] == hpas["kb-platform-rag"]["spec"]["minReplicas"] == 3
 
@@ -153,7 +144,7 @@ def test_disruption_budgets_cover_the_running_pods(installed: KubeCluster) -> No
         ok = all(s.get("expectedPods", 0) >= 2 for s in budgets.values())
         return budgets if ok else None
 
-    budgets = _wait_for("the budgets to count their pods", counted)
+    budgets = wait_for("the budgets to count their pods", counted)
     assert budgets["kb-platform-rag"]["desiredHealthy"] == 2  # production: minAvailable 2
 
 
@@ -167,7 +158,7 @@ def test_the_quota_counts_the_namespace_s_requests(installed: KubeCluster) -> No
         found = quota.get("status", {}).get("used", {})
         return found if found.get("requests.nvidia.com/gpu") == str(replicas) else None
 
-    counted = _wait_for("the quota to count every encoder's GPU", used)
+    counted = wait_for("the quota to count every encoder's GPU", used)
     assert int(counted["requests.nvidia.com/gpu"]) == replicas
 
 

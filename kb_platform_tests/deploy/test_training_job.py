@@ -17,7 +17,7 @@ import yaml
 from kb_platform.config import REPO_ROOT
 from kb_platform.training.k8s_job import RENDEZVOUS_PORT, TrainingJob
 from kb_platform_tests.deploy.chart import kubeconform
-from kb_platform_tests.deploy.kube_cluster import GPU_RESOURCE, KubeCluster
+from kb_platform_tests.deploy.kube_cluster import GPU_RESOURCE, KubeCluster, wait_for
 
 EXAMPLE = REPO_ROOT / "deploy" / "cluster" / "training" / "llama-3-70b-4x8.yaml"
 
@@ -81,15 +81,6 @@ def _pods(cluster: KubeCluster, namespace: str, job: str) -> list[dict[str, Any]
     return cluster.get_json("pods", "-n", namespace, "-l", selector)["items"]
 
 
-def _wait(what: str, check: Any, timeout_s: float = 90) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.kube
 def test_the_job_runs_on_gpu_nodes_and_completes(kube_cluster: KubeCluster) -> None:
     namespace = "kb-training-test"
@@ -139,7 +130,7 @@ def test_the_job_runs_on_gpu_nodes_and_completes(kube_cluster: KubeCluster) -> N
                    for c in status.get("conditions", []))  # fmt: skip
 
     try:
-        _wait("the 2-node job to complete", complete)
+        wait_for("the 2-node job to complete", complete, timeout_s=90)
     except AssertionError:
         state = kube_cluster.kubectl("get", "job,pods,events", "-n", namespace, "-o", "wide")
         raise AssertionError(state.stdout) from None
@@ -154,7 +145,7 @@ def test_the_job_runs_on_gpu_nodes_and_completes(kube_cluster: KubeCluster) -> N
         index = pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
         assert pod["spec"]["hostname"] == f"{fits.name}-{index}"
 
-    pending = _wait(
+    pending = wait_for(
         "the 8-GPU pod to be refused", lambda: _pods(kube_cluster, namespace, too_big.name)
     )
     time.sleep(3)
