@@ -19,6 +19,7 @@ APT_PACKAGES=(
   prometheus-node-exporter prometheus-elasticsearch-exporter
   podman debootstrap runc uidmap                    # the images (deploy/images/build.sh)
   shellcheck                                        # actionlint checks the workflows' run: scripts
+  haproxy                                           # the zero-downtime test's proxy (deploy/local/proxy)
   curl
 )
 PYTHON="${KB_PYTHON:-python3}"
