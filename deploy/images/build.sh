@@ -62,7 +62,7 @@ cmd_build() {
   cmd_base
   free="$(df --output=avail -BG "$STORAGE" | tail -1 | tr -dc 0-9)"
   ((free >= MIN_FREE_GB)) ||
-    die "$free GB free under $STORAGE: a cold build needs about $MIN_FREE_GB GB (the dependencies layer and the image, ~9 GB each)"
+    die "$free GB free under $STORAGE: a cold build needs about $MIN_FREE_GB GB (the ~9 GB dependencies layer every image shares, and as much again while it is committed)"
   log "building localhost/kb-$target:$tag"
   mkdir -p "$UV_CACHE"
   # the dependencies stage keeps a tag, so pruning leaves it as the next build's cache
