@@ -18,7 +18,7 @@ up: setup
 
 # Stops what `up` started (the scripts need no virtualenv, so this works whatever state setup is in).
 down:
-	for s in monitoring rag dagster encoder elasticsearch kafka postgres; do bash deploy/local/$$s/$$s.sh down; done
+	for s in monitoring rag redis dagster encoder elasticsearch kafka postgres; do bash deploy/local/$$s/$$s.sh down; done
 
 status:
 	$(KB) services status

@@ -25,7 +25,7 @@ IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 SERVICES: tuple[str, ...] = ("postgres", "kafka", "elasticsearch", "dagster")
 # Started when named: runs use the encoder service only where KB_ENCODER_URL is set;
 # monitoring is Prometheus, Alertmanager and the exporters (deploy/prometheus).
-OPTIONAL_SERVICES: tuple[str, ...] = ("encoder", "rag", "monitoring")
+OPTIONAL_SERVICES: tuple[str, ...] = ("encoder", "rag", "redis", "monitoring")
 LOCAL_DEPLOY = REPO_ROOT / "deploy" / "local"
 
 

@@ -60,10 +60,11 @@ def exposed_names(metric: MetricWrapperBase) -> set[str]:
 
 def service_names() -> set[str]:
     from kb_platform.encoder_service.metrics import metrics as encoder_metrics
+    from kb_platform.resilience.metrics import breaker_metrics
     from kb_platform.serving.metrics import metrics as serving_metrics
 
     names: set[str] = set()
-    for group in (encoder_metrics(), serving_metrics()):
+    for group in (encoder_metrics(), serving_metrics(), breaker_metrics()):
         for metric in vars(group).values():
             names |= exposed_names(metric)
     return names

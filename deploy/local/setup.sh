@@ -20,6 +20,7 @@ APT_PACKAGES=(
   podman debootstrap runc uidmap                    # the images (deploy/images/build.sh)
   shellcheck                                        # actionlint checks the workflows' run: scripts
   haproxy                                           # the zero-downtime test's proxy (deploy/local/proxy)
+  redis-server                                      # the RAG replicas' shared rate limits (tests)
   curl
 )
 PYTHON="${KB_PYTHON:-python3}"

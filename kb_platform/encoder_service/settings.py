@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kb_platform.resilience.circuit_breaker import BreakerConfig
+
 
 class EncoderSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KB_ENCODER_", extra="ignore")
@@ -43,3 +45,18 @@ class EncoderSettings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_encoder_settings() -> EncoderSettings:
     return EncoderSettings()
+
+
+class EncoderClientSettings(BaseSettings):
+    """Settings of the encoder service's callers (the pipeline's resources), prefix
+    ``KB_ENCODER_CLIENT_``: the circuit breaker around the service, e.g.
+    ``KB_ENCODER_CLIENT_BREAKER='{"failure_threshold": 3, "cooldown_s": 5}'``."""
+
+    model_config = SettingsConfigDict(env_prefix="KB_ENCODER_CLIENT_", extra="ignore")
+
+    breaker: BreakerConfig = BreakerConfig()
+
+
+@lru_cache(maxsize=1)
+def get_encoder_client_settings() -> EncoderClientSettings:
+    return EncoderClientSettings()

@@ -5,7 +5,11 @@ is handled (Elasticsearch shows it in its slow logs, tasks and deprecation logs)
 
 The request id rides on the HTTP node rather than on ``Elasticsearch.options(opaque_id=...)``:
 ``options`` builds a new client with its ~40 namespaced sub-clients each time, ~0.1 ms of CPU per
-request on the service's hot path."""
+request on the service's hot path.
+
+Every call goes through a circuit breaker (kb_platform.resilience.elasticsearch): by default the
+process's one for the cluster's address, so all clients of a process learn together that the
+cluster is down and stop waiting on it."""
 
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ from elastic_transport.client_utils import DEFAULT, DefaultType
 from elasticsearch import Elasticsearch
 from elasticsearch.serializer import JsonSerializer, NdjsonSerializer
 
+from kb_platform.resilience import registry
+from kb_platform.resilience.circuit_breaker import CircuitBreaker
+from kb_platform.resilience.elasticsearch import BreakerTransport
 from kb_platform.structured_logs import current_request_id
 
 OPAQUE_ID_HEADER = "x-opaque-id"
@@ -79,10 +86,12 @@ def elasticsearch_client(
     max_retries: int = 3,
     retry_on_timeout: bool = True,
     opaque_id: str | None = None,
+    breaker: CircuitBreaker | bool = True,
 ) -> Elasticsearch:
     """``opaque_id``: sent on every call (a run's request id); otherwise the current request's
-    id is, while one is set."""
-    return Elasticsearch(
+    id is, while one is set. ``breaker``: True for the process's breaker of this address
+    (``registry.breaker("elasticsearch", ...)``), a breaker of the caller's own, or False."""
+    client = Elasticsearch(
         url,
         api_key=api_key or None,
         request_timeout=request_timeout,
@@ -91,4 +100,12 @@ def elasticsearch_client(
         serializers=SERIALIZERS,
         node_class=RequestIdNode,
         headers={OPAQUE_ID_HEADER: opaque_id} if opaque_id else None,
+        transport_class=BreakerTransport,
     )
+    if breaker is True:
+        breaker = registry.breaker("elasticsearch", registry.target_of(url))
+    if isinstance(breaker, CircuitBreaker):
+        transport = client.transport
+        assert isinstance(transport, BreakerTransport)
+        transport.breaker = breaker
+    return client

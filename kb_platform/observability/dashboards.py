@@ -214,6 +214,19 @@ def serving() -> Dashboard:
                 "reqps",
                 ("sum by (reason) (rate(kb_encoder_refused_requests_total[5m]))", "{{reason}}"),
             ),
+            panel(
+                "Circuit breakers (0 closed, 1 half-open, 2 open) and calls they refused",
+                "short",
+                (
+                    "max by (job, dependency, target) (kb_circuit_breaker_state)",
+                    "{{job}} → {{dependency}} {{target}}",
+                ),
+                (
+                    "sum by (job, dependency) "
+                    "(rate(kb_circuit_breaker_short_circuited_calls_total[5m]))",
+                    "refused {{job}} → {{dependency}} /s",
+                ),
+            ),
         ],
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,12 +44,15 @@ _CODES = {
 
 
 class SearchBackendUnavailable(ServingError):
-    def __init__(self, detail: str):
+    """503 for an index that is down; ``retry_after_s``: when the circuit breaker in front of it
+    lets a call through again (an open breaker knows), else a few seconds."""
+
+    def __init__(self, detail: str, retry_after_s: float = 5.0):
         super().__init__(
             503,
             f"the search index is unavailable ({detail}); retry later",
             code="search_unavailable",
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))},
         )
 
 

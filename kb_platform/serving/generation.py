@@ -18,6 +18,8 @@ import httpx
 
 from kb_platform.models.generator import Generation, LocalGenerator
 from kb_platform.models.llama_cpp_chat import LlamaCppChat
+from kb_platform.resilience import registry
+from kb_platform.resilience.circuit_breaker import CircuitBreaker, CircuitOpenError, Permit
 from kb_platform.serving.prompt import (
     CHAT_STOP,
     GROUNDED_INSTRUCTIONS,
@@ -129,16 +131,33 @@ class OpenAICompatibleGenerator:
     ``stream``: the server's server-sent events are passed on piece by piece. With ``vision``
     (a vision-language model: vLLM, Ollama, a hosted one), the prompt's images go along as
     ``image_url`` parts. A server that refuses the request or cannot be reached ends the
-    generation with ``error`` and what it said; the caller answers extractively."""
+    generation with ``error`` and what it said; the caller answers extractively.
+
+    Calls go through a circuit breaker (by default the process's one for the server's address):
+    while it is open a generation ends with ``error`` at once, without a request, so /ask
+    answers extractively instead of waiting on a server known to be down. The server failed when
+    it cannot be reached, answers 5xx or 429, or sends nothing before a timeout while the call
+    had at least ``timeout_failure_s`` left (with less, the caller's own budget ran out). An
+    in-process model has no breaker: it cannot be unreachable, and its time is bounded by the
+    deadline and its generation slots."""
 
     def __init__(
-        self, base_url: str, model: str, api_key: str | None = None, *, vision: bool = False
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        vision: bool = False,
+        breaker: CircuitBreaker | None = None,
+        timeout_failure_s: float = 5.0,
     ):
         self.name = f"{model} (openai-compatible{', vision' if vision else ''})"
         self.model = model
         self.vision = vision
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers)
+        self.breaker = breaker or registry.breaker("generator", registry.target_of(base_url))
+        self.timeout_failure_s = timeout_failure_s
 
     def body(self, prompt: Prompt, max_new_tokens: int) -> dict:
         return {
@@ -156,6 +175,23 @@ class OpenAICompatibleGenerator:
         if remaining <= 0:
             yield Generation("", 0, "timeout", 0.0)
             return
+        try:
+            permit = self.breaker.acquire()
+        except CircuitOpenError as exc:  # the failures that opened it are in its log line
+            reason = (
+                f"answer server unavailable (circuit open, next try in {exc.retry_after_s:.0f}s)"
+            )
+            yield Generation("", 0, "error", _since(started), reason)
+            return
+        try:
+            yield from self._stream(prompt, max_new_tokens, deadline, remaining, permit)
+        finally:
+            permit.release()  # a call abandoned by its reader proves nothing
+
+    def _stream(
+        self, prompt: Prompt, max_new_tokens: int, deadline: float, remaining: float, permit: Permit
+    ) -> Stream:
+        started = time.perf_counter()
         text: list[str] = []
         reason = "stop"
         try:
@@ -167,8 +203,14 @@ class OpenAICompatibleGenerator:
             ) as response:
                 if response.is_error:
                     response.read()
-                    yield self._failed(response, started)
+                    failed = self._failed(response, started)
+                    if response.status_code >= 500 or response.status_code == 429:
+                        permit.failure(failed.error or "")
+                    else:
+                        permit.success()  # it answered: the request was at fault
+                    yield failed
                     return
+                permit.success()
                 for line in response.iter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -185,10 +227,13 @@ class OpenAICompatibleGenerator:
                     if time.monotonic() >= deadline:
                         reason = "timeout"
                         break
-        except httpx.TimeoutException:
+        except httpx.TimeoutException as exc:
+            if remaining >= self.timeout_failure_s:
+                permit.failure(f"{type(exc).__name__} after {_since(started):.1f}s")
             reason = "timeout"
         except httpx.TransportError as exc:
             message = f"{type(exc).__name__}: {exc}"
+            permit.failure(message)
             log.warning("the answer server could not be reached: %s", message)
             yield Generation("".join(text), len(text), "error", _since(started), message)
             return

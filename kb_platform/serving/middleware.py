@@ -1,10 +1,14 @@
 """The service's front door, as ASGI middleware in front of BentoML's routes: request ids, API
-keys, per-key rate limits, request size limits, per-endpoint concurrency limits and timeouts,
-request metrics and one JSON access-log line per request.
+keys, rate limits per key and per client address (shared by the replicas through Redis when
+configured: kb_platform.serving.ratelimit), request size limits, per-endpoint concurrency limits
+and timeouts, a fast 503 while the circuit breaker in front of Elasticsearch is open, request
+metrics and one JSON access-log line per request.
 
 Refusals happen here, before BentoML reads or parses a body: a request without a valid key costs
 a header lookup, an oversized one is refused from its Content-Length or once the bytes read pass
-the limit.
+the limit. A request for a route that needs Elasticsearch while its breaker is open is
+answered here too, with the breaker's remaining cool-down as Retry-After: it takes no thread of
+the service's pool and waits on nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import re
 import time
 from typing import Any
 
+from kb_platform.config import get_settings
+from kb_platform.resilience import registry
 from kb_platform.serving.asgi import (
     ASGIApp,
     BodyTooLarge,
@@ -26,10 +32,10 @@ from kb_platform.serving.asgi import (
     read_body,
     replay,
 )
-from kb_platform.serving.auth import ApiKeys
-from kb_platform.serving.errors import ServingError
+from kb_platform.serving.auth import ApiKeys, Principal
+from kb_platform.serving.errors import SearchBackendUnavailable, ServingError
 from kb_platform.serving.metrics import exposition, metrics
-from kb_platform.serving.ratelimit import RateLimiter
+from kb_platform.serving.ratelimit import Decision, FrontDoorLimiter, Limit, client_address
 from kb_platform.serving.settings import ServingSettings, get_serving_settings
 from kb_platform.structured_logs import (
     REQUEST_ID_HEADER,
@@ -85,12 +91,27 @@ def url_file_fields(body: bytes) -> list[str]:
     return found
 
 
+def configure_breakers(settings: ServingSettings) -> None:
+    """The service's thresholds for the process's breakers (kb_platform.resilience.registry);
+    the clients that use them (Elasticsearch, the answer server) may be made before or after."""
+    registry.configure("elasticsearch", settings.elasticsearch_breaker)
+    registry.configure("generator", settings.generator_breaker)
+
+
+def _needs_index(path: str) -> bool:
+    return path in API_ROUTES or path.startswith("/images/")
+
+
 class ServingMiddleware:
     def __init__(self, app: ASGIApp, settings: ServingSettings | None = None):
         self.app = app
         self.settings = settings or get_serving_settings()
         self.keys = ApiKeys.from_settings(self.settings)
-        self.limiter = RateLimiter(self.settings.rate_per_s, self.settings.burst)
+        configure_breakers(self.settings)
+        self.limiter = FrontDoorLimiter.from_settings(self.settings)
+        self.es_breaker = registry.breaker(
+            "elasticsearch", registry.target_of(get_settings().elasticsearch_url)
+        )
         asks = _Slots(self.settings.ask_concurrency)  # streamed or not, one limit
         self.slots = {
             "/search": _Slots(self.settings.search_concurrency),
@@ -120,7 +141,13 @@ class ServingMiddleware:
         request_id = incoming_request_id(headers.get(REQUEST_ID_HEADER))
         token = set_request_id(request_id)
         path = scope["path"]
-        state: dict[str, Any] = {"status": 500, "started": False, "key": None, "bytes_in": 0}
+        state: dict[str, Any] = {
+            "status": 500,
+            "started": False,
+            "key": None,
+            "bytes_in": 0,
+            "client": None,
+        }
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
@@ -157,6 +184,7 @@ class ServingMiddleware:
                     "status": state["status"],
                     "duration_ms": round(seconds * 1000, 2),
                     "api_key": state["key"],
+                    "client": state["client"],
                     "bytes_in": state["bytes_in"],
                 },
             )
@@ -185,17 +213,19 @@ class ServingMiddleware:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         state["key"] = principal.name
-        decision = self.limiter.check(principal.key_id, principal.rate_per_s, principal.burst)
+        address = client_address(scope, self.settings.trusted_proxies)
+        state["client"] = address
+        decision = await self.limiter.check(self._limits(principal, address))
         if not decision.allowed:
-            raise ServingError(
-                429,
-                f"rate limit of key {principal.name!r} exceeded; retry after "
-                f"{decision.retry_after_header}s",
-                headers={"Retry-After": decision.retry_after_header},
-            )
+            raise self._rate_limited(principal, address, decision)
         if path == "/metrics":
             await self._metrics(scope, send)
             return
+        if _needs_index(path):
+            wait = self.es_breaker.blocked_for(refusing=True)
+            if wait is not None:
+                # the why (the failures) is in the breaker's log line, not for clients
+                raise SearchBackendUnavailable("circuit open", retry_after_s=wait)
         body = await self._read_body(receive, headers, state)
         if path in API_ROUTES and headers.get("content-type", "").startswith("multipart/"):
             fields = url_file_fields(body)
@@ -218,6 +248,31 @@ class ServingMiddleware:
                 headers={"Retry-After": "1"},
             )
         await self._run_with_timeout(scope, replay_body, send, path, slots, state)
+
+    def _limits(self, principal: Principal, address: str) -> list[Limit]:
+        limits = [
+            Limit(
+                "key",
+                principal.key_id,
+                principal.rate_per_s
+                if principal.rate_per_s is not None
+                else self.settings.rate_per_s,
+                principal.burst if principal.burst is not None else self.settings.burst,
+            )
+        ]
+        if self.settings.ip_limit is not None:
+            rate, burst = self.settings.ip_limit
+            limits.append(Limit("ip", address, rate, burst))
+        return limits
+
+    @staticmethod
+    def _rate_limited(principal: Principal, address: str, decision: Decision) -> ServingError:
+        after = decision.retry_after_header
+        if decision.refused_by is not None and decision.refused_by.scope == "ip":
+            message = f"rate limit of client address {address} exceeded; retry after {after}s"
+        else:
+            message = f"rate limit of key {principal.name!r} exceeded; retry after {after}s"
+        return ServingError(429, message, headers={"Retry-After": after})
 
     async def _metrics(self, scope: Scope, send: Send) -> None:
         if scope.get("method") not in ("GET", "HEAD"):

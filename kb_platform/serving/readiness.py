@@ -1,6 +1,12 @@
 """Ready means: every model loaded and warmed up, and the index alias answering. The warm-up
 runs once in the background; the Elasticsearch check is live, cached for a second so a busy
-probe does not turn into load on the cluster."""
+probe does not turn into load on the cluster.
+
+While the circuit breaker in front of Elasticsearch is open the service is not ready, and the
+check sends nothing; once its cool-down is over the check itself is the probe that closes it
+(an ``exists_alias`` is the cheapest call there is), so readiness comes back without waiting
+for a user's request to try. An open breaker of the answer server leaves the service ready:
+/ask still answers, extractively."""
 
 from __future__ import annotations
 
@@ -9,6 +15,9 @@ import threading
 import time
 
 from elasticsearch import Elasticsearch
+
+from kb_platform.resilience.circuit_breaker import CircuitBreaker
+from kb_platform.resilience.elasticsearch import BreakerTransport
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +34,22 @@ class Readiness:
         self._index_ok = False
         self._detail = "not checked yet"
 
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        """The breaker of the client's transport (the service's calls share it)."""
+        transport = self._es.transport
+        return transport.breaker if isinstance(transport, BreakerTransport) else None
+
     def index_status(self) -> tuple[bool, str]:
         with self._lock:
+            # an open breaker is known at once, without a call (and ahead of the cached answer)
+            breaker = self.breaker
+            wait = breaker.blocked_for() if breaker is not None else None
+            if wait is not None:
+                assert breaker is not None
+                detail = f"Elasticsearch circuit open ({breaker.reason}); next probe in {wait:.0f}s"
+                self._checked_at, self._index_ok, self._detail = -float("inf"), False, detail
+                return False, detail
             if time.monotonic() - self._checked_at < self.cache_s:
                 return self._index_ok, self._detail
             try:

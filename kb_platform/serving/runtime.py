@@ -25,6 +25,7 @@ from kb_platform.index.retriever import (
     Retriever,
 )
 from kb_platform.models import registry
+from kb_platform.resilience.elasticsearch import ElasticsearchUnavailable
 from kb_platform.resources import blob_store_for
 from kb_platform.resources.blob_store import BlobStore, LocalBlobStore
 from kb_platform.serving.answer import Answer, stream_answer
@@ -226,6 +227,8 @@ class RagRuntime:
             yield
         except NotFoundError:
             raise SearchBackendUnavailable(f"index {self.names.read_alias} not found") from None
+        except ElasticsearchUnavailable as exc:  # the breaker refused: nothing was sent
+            raise SearchBackendUnavailable(str(exc), retry_after_s=exc.retry_after_s) from None
         except TransportError as exc:  # connection refused, timeouts
             raise SearchBackendUnavailable(type(exc).__name__) from None
         except ApiError as exc:

@@ -1,7 +1,8 @@
 """Settings of the RAG service, read once from the environment (prefix ``KB_SERVING_``).
 
 API keys are stored as SHA-256 hashes only (``api_keys_file`` or ``KB_SERVING_API_KEYS``); the
-secret of an OpenAI-compatible generator is read from a file, never from a setting's value.
+secret of an OpenAI-compatible generator is read from a file, never from a setting's value; the
+password of the rate limits' Redis from a file or its own variable, never from the URL.
 """
 
 from __future__ import annotations
@@ -9,12 +10,24 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kb_platform.models.answerers import DEFAULT_ANSWERER
 from kb_platform.models.registry import QueryRuntime
+from kb_platform.resilience.circuit_breaker import BreakerConfig
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class GeneratorBackend(StrEnum):
@@ -35,7 +48,10 @@ class ApiKeyEntry(BaseModel):
 
 
 class ServingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KB_SERVING_", extra="ignore")
+    # hide_input_in_errors: a rejected value (a URL with a password in it) is not echoed
+    model_config = SettingsConfigDict(
+        env_prefix="KB_SERVING_", extra="ignore", hide_input_in_errors=True
+    )
 
     # authentication: keys as hashes, from the environment (JSON list) and/or a secret file
     # (JSON list of the same objects, or one hex hash per line)
@@ -46,6 +62,26 @@ class ServingSettings(BaseSettings):
     # per-key token bucket: sustained requests per second and burst
     rate_per_s: float = 20.0
     burst: int = 40
+    # per client address, whatever the key (off unless set: behind a proxy every request comes
+    # from the proxy's address, so set trusted_proxies first); the address is the peer's, or
+    # from X-Forwarded-For when the peer is one of trusted_proxies (JSON list of CIDRs)
+    ip_rate_per_s: float | None = Field(default=None, gt=0)
+    ip_burst: int | None = Field(default=None, ge=1)  # default: twice ip_rate_per_s, at least 1
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+    # the buckets shared by every replica, in Redis (redis://host:port/db, no password in it);
+    # unset, or Redis unreachable: each replica's own buckets
+    rate_limit_redis_url: str | None = None
+    rate_limit_redis_password: SecretStr | None = None
+    rate_limit_redis_password_file: Path | None = None
+    rate_limit_redis_timeout_s: float = Field(default=0.25, gt=0)
+    rate_limit_redis_prefix: str = "kb:ratelimit"
+    rate_limit_redis_breaker: BreakerConfig = BreakerConfig(failure_threshold=3, cooldown_s=5.0)
+
+    # circuit breakers (JSON objects, see kb_platform.resilience.circuit_breaker.BreakerConfig):
+    # an open one answers 503 with Retry-After at once (Elasticsearch) or answers extractively
+    # at once (the OpenAI-compatible answer server)
+    elasticsearch_breaker: BreakerConfig = BreakerConfig()
+    generator_breaker: BreakerConfig = BreakerConfig()
 
     # request limits
     max_request_bytes: int = 8 * 1024 * 1024
@@ -104,6 +140,42 @@ class ServingSettings(BaseSettings):
     query_encoder: QueryRuntime = QueryRuntime.ONNX_INT8
     torch_threads: int = 1  # one intra-op thread per request is fastest here (DESIGN.md 7)
     readiness_cache_s: float = 1.0
+
+    @field_validator("rate_limit_redis_url")
+    @classmethod
+    def _redis_url_without_password(cls, url: str | None) -> str | None:
+        if url is None or not url.strip():
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in REDIS_SCHEMES:
+            raise ValueError(f"rate_limit_redis_url must be one of {REDIS_SCHEMES} URLs")
+        if parts.password:
+            raise ValueError(
+                "rate_limit_redis_url must not hold a password (URLs end up in logs): use "
+                "KB_SERVING_RATE_LIMIT_REDIS_PASSWORD_FILE or KB_SERVING_RATE_LIMIT_REDIS_PASSWORD"
+            )
+        return url
+
+    @model_validator(mode="after")
+    def _one_redis_password(self) -> ServingSettings:
+        if self.rate_limit_redis_password and self.rate_limit_redis_password_file:
+            raise ValueError("set the Redis password by file or by variable, not both")
+        return self
+
+    def redis_password(self) -> str | None:
+        if self.rate_limit_redis_password_file is not None:
+            text = self.rate_limit_redis_password_file.read_text(encoding="utf-8").strip()
+            return text or None
+        if self.rate_limit_redis_password is not None:
+            return self.rate_limit_redis_password.get_secret_value()
+        return None
+
+    @property
+    def ip_limit(self) -> tuple[float, int] | None:
+        """(rate, burst) of the per-address bucket, None when it is off."""
+        if self.ip_rate_per_s is None:
+            return None
+        return self.ip_rate_per_s, self.ip_burst or max(1, round(2 * self.ip_rate_per_s))
 
 
 @lru_cache(maxsize=1)
