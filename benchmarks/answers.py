@@ -34,6 +34,7 @@ import numpy as np
 from machine_load import printed_machine_load  # benchmarks/, next to this script
 
 from kb_platform.config import get_settings
+from kb_platform.evaluation.answer_quality import CitationTally, judged_id
 from kb_platform.evaluation.cranfield import load_judgments, load_queries
 from kb_platform.evaluation.off_topic import OFF_TOPIC_QUESTIONS
 from kb_platform.index.lifecycle import delete_family
@@ -68,33 +69,16 @@ class Tally:
     answer_s: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     decode_tps: list[float] = field(default_factory=list)
-    cited_relevant: int = 0
-    cited: int = 0
-    answers_citing: int = 0
-    refused: int = 0
-    fallback: int = 0
-    asked: int = 0
+    citations: CitationTally = field(default_factory=CitationTally)
     off_topic_refused: int = 0
 
     def add(self, answer: Answer, relevant: set[str], first: float, total: float) -> None:
-        self.asked += 1
+        self.citations.add(answer, relevant)
         self.first_token_s.append(first)
         self.answer_s.append(total)
         self.tokens.append(answer.tokens)
         if answer.tokens > 1 and total - first > 0.05:  # streamed, not one piece at the end
             self.decode_tps.append((answer.tokens - 1) / (total - first))
-        if answer.refused:
-            self.refused += 1
-        elif answer.extractive:
-            self.fallback += 1
-        else:
-            self.answers_citing += 1
-            self.cited += len(answer.citations)
-            self.cited_relevant += sum(_doc(c.doc_id) in relevant for c in answer.citations)
-
-
-def _doc(doc_id: str) -> str:
-    return doc_id.removeprefix("cran-")
 
 
 def _p(values: list[float], q: float) -> float:
@@ -162,7 +146,9 @@ def main() -> None:
 
         given = [h for qid, _ in queries for h in sources[qid]]
         given_relevant = sum(
-            _doc(h.doc_id) in judgments.get(qid, {}) for qid, _ in queries for h in sources[qid]
+            judged_id(h.doc_id) in judgments.get(qid, {})
+            for qid, _ in queries
+            for h in sources[qid]
         )
         tallies = []
         with printed_machine_load():
@@ -177,7 +163,10 @@ def main() -> None:
                 for question, hits in off_topic:
                     tally.off_topic_refused += ask(generator, question, hits, relevance)[0].refused
                 tallies.append(tally)
-                print(f"{model}: {tally.asked} answers in {sum(tally.answer_s):.0f}s", flush=True)
+                print(
+                    f"{model}: {tally.citations.asked} answers in {sum(tally.answer_s):.0f}s",
+                    flush=True,
+                )
     finally:
         if not args.keep_index and not args.index_base:
             delete_family(es, names)
@@ -193,10 +182,11 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for t in tallies:
-        precision = t.cited_relevant / t.cited if t.cited else float("nan")
+        c = t.citations
+        precision = c.precision if c.precision is not None else float("nan")
         print(
-            f"| {t.model} | {precision:.3f} | {t.answers_citing / t.asked:.2f} "
-            f"| {t.refused / t.asked:.2f} | {t.fallback / t.asked:.2f} "
+            f"| {t.model} | {precision:.3f} | {c.answers_citing / c.asked:.2f} "
+            f"| {c.refused / c.asked:.2f} | {c.fallback / c.asked:.2f} "
             f"| {t.off_topic_refused / len(OFF_TOPIC_QUESTIONS):.2f} "
             f"| {_p(t.first_token_s, 50):.2f} / {_p(t.first_token_s, 95):.2f} s "
             f"| {_p(t.answer_s, 50):.2f} / {_p(t.answer_s, 95):.2f} s "

@@ -11,6 +11,7 @@ from kb_platform.config import get_settings
 from kb_platform.defs import CONCERNS
 from kb_platform.resources import build_resources
 from kb_platform.resources.clip_encoder import ClipEncoderResource
+from kb_platform.resources.generator_training import generator_training_for
 from kb_platform.resources.text_encoder import TextEncoderResource
 
 
@@ -22,6 +23,7 @@ def build_definitions(resources: dict[str, Any] | None = None) -> Definitions:
         resources = {
             "text_encoder": TextEncoderResource(),
             "clip_encoder": ClipEncoderResource(),
+            "generator_training": generator_training_for(get_settings()),
             **resources,
         }
     # A run is one document: its steps run one after another in the run's process (no

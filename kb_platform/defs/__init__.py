@@ -7,5 +7,6 @@ CONCERNS: tuple[str, ...] = (
     "embeddings",
     "search",
     "clip",
+    "generator",
     "reliability",
 )

@@ -11,6 +11,7 @@ from kb_platform.resources.blob_store import BlobStore, LocalBlobStore
 from kb_platform.resources.clip import ClipResource
 from kb_platform.resources.clip_encoder import ClipEncoderResource
 from kb_platform.resources.elasticsearch import ElasticsearchResource
+from kb_platform.resources.generator_training import generator_training_for
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.parquet_io import ParquetIOManager
 from kb_platform.resources.processing import ProcessingResource
@@ -62,6 +63,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "processing": processing,
         **encoder_resources(settings),
         "clip": ClipResource.from_settings(settings),
+        "generator_training": generator_training_for(settings),
         "pipes_subprocess_client": PipesSubprocessClient(),
     }
     if settings.env is Environment.PROD:

@@ -4,38 +4,15 @@ embedded with the packaged MiniLM and written to a fresh index family, as the as
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from kb_platform.chunking import split_windows
-from kb_platform.evaluation.cranfield import load_documents
+from kb_platform.evaluation.cranfield_chunks import cranfield_chunks
 from kb_platform.index.analysis import embedding_input
 from kb_platform.index.lifecycle import ensure_index
 from kb_platform.index.mapping import IndexNames
 from kb_platform.index.writer import bulk_with_retries, index_actions
-from kb_platform.models.registry import text_encoder, text_tokenizer
-
-
-def cranfield_chunks(folder: Path, limit: int) -> list[dict[str, Any]]:
-    tokenizer = text_tokenizer()
-    chunks = []
-    for doc in load_documents(folder)[:limit]:
-        for n, window in enumerate(split_windows(doc.text, tokenizer)):
-            chunks.append(
-                {
-                    "chunk_id": f"cran-{doc.doc_id}-{n}",
-                    "doc_id": f"cran-{doc.doc_id}",
-                    "modality": "text",
-                    "text": doc.text[window.char_start : window.char_end],
-                    "title": doc.title,
-                    "source_uri": f"cranfield:{doc.doc_id}",
-                    "page": 1,
-                    "char_start": window.char_start,
-                    "char_end": window.char_end,
-                }
-            )
-    return chunks
+from kb_platform.models.registry import text_encoder
 
 
 def index_slice(es: Elasticsearch, names: IndexNames, folder: Path, limit: int) -> int:
