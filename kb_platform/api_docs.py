@@ -298,6 +298,12 @@ _CONSTRAINTS = (
 
 
 def _constraints(schema: dict[str, Any]) -> list[str]:
+    schema = dict(schema)
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if schema.get(bound) is True:  # OpenAPI 3.0: the boolean makes minimum/maximum strict
+            schema[bound] = schema.pop(plain)
+        elif schema.get(bound) is False:
+            del schema[bound]
     found = [text.format(schema[key]) for key, text in _CONSTRAINTS if key in schema]
     for member in schema.get("anyOf", []):
         found += _constraints(member)
@@ -569,7 +575,14 @@ def _errors(service: ServiceDoc) -> list[str]:
         "",
         f"Refusals are JSON, {body}, with the status below. BentoML itself answers 400 "
         "(`InvalidArgument`: the body does not match the request schema), 404 and 500 "
-        "(`InternalServerError`). Found in the code (`{…}` stands for a value filled in):",
+        "(`InternalServerError`)"
+        + (
+            "; the RAG service's front door rewrites those in the same shape, with pydantic's "
+            "errors as one `error` sentence (`kb_platform/serving/error_bodies.py`)"
+            if service.name == "rag"
+            else ""
+        )
+        + ". Found in the code (`{…}` stands for a value filled in):",
         "",
         "| status | code | message | Retry-After | raised in |",
         "|---|---|---|---|---|",

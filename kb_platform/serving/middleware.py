@@ -33,8 +33,10 @@ from kb_platform.serving.asgi import (
     replay,
 )
 from kb_platform.serving.auth import ApiKeys, Principal
+from kb_platform.serving.error_bodies import ErrorBodies
 from kb_platform.serving.errors import SearchBackendUnavailable, ServingError
 from kb_platform.serving.metrics import exposition, metrics
+from kb_platform.serving.multipart_body import multipart_problem
 from kb_platform.serving.ratelimit import Decision, FrontDoorLimiter, Limit, client_address
 from kb_platform.serving.settings import ServingSettings, get_serving_settings
 from kb_platform.structured_logs import (
@@ -163,12 +165,14 @@ class ServingMiddleware:
                 return
             await send(message)
 
+        # Errors from BentoML and the images app leave in the front door's shape too.
+        respond = send_with_id if self._is_open(path) else ErrorBodies(send_with_id, request_id)
         try:
             try:
-                await self._handle(scope, receive, send_with_id, path, headers, state)
+                await self._handle(scope, receive, respond, path, headers, state)
             except ServingError as exc:
                 metrics().rejected.labels(exc.code).inc()
-                await self._error(send_with_id, exc, request_id)
+                await self._error(respond, exc, request_id)
         finally:
             seconds = time.perf_counter() - started
             endpoint = _endpoint_label(path)
@@ -228,6 +232,9 @@ class ServingMiddleware:
                 raise SearchBackendUnavailable("circuit open", retry_after_s=wait)
         body = await self._read_body(receive, headers, state)
         if path in API_ROUTES and headers.get("content-type", "").startswith("multipart/"):
+            problem = await multipart_problem(scope, body)
+            if problem:
+                raise ServingError(400, f"malformed multipart body: {problem}")
             fields = url_file_fields(body)
             if fields:
                 raise ServingError(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kb_platform.index.retriever import Hit
+from kb_platform.serving.control_tokens import neutralise
 
 STOP = ("\nQuestion:", "\n\n", "\n[", "<end_of_turn>", "<eos>")
 ANSWER_PREFIX = "According to ["
@@ -157,12 +158,16 @@ def build_prompt(
     """The grounded prompt. Image sources are described in words (every model can read them);
     a question sent with an image gets the text read from that image (``question_image_text``,
     "" when none was found); ``images`` go to vision-language models as image parts."""
-    question = _SPACE.sub(" ", question).strip()
-    block = "\n".join(_source_line(source, max_source_chars) for source in sources)
+    # Sources and questions are data: the chat-control tokens they carry could forge a turn.
+    question = _SPACE.sub(" ", neutralise(question)).strip()
+    block = neutralise("\n".join(_source_line(source, max_source_chars) for source in sources))
     lead = IMAGE_SOURCES_NOTE + "\n" if any(source.is_image for source in sources) else ""
     user = f"{lead}Sources:\n{block}\n\n"
     if question_image_text is not None:
-        read = clip_text(question_image_text, max_source_chars) or "(no text was found in it)"
+        read = (
+            clip_text(neutralise(question_image_text), max_source_chars)
+            or "(no text was found in it)"
+        )
         user += f"The question comes with an image. Text read from that image: {read}\n"
     user += f"Question: {question}"
     completion = f"{INSTRUCTIONS}\n\n{user}\nAnswer: {ANSWER_PREFIX}"

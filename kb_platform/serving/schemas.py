@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from bentoml.validators import FileSchema
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kb_platform.serving.openapi30 import nullable_fields, strict_bounds
 from kb_platform.serving.settings import get_serving_settings
 
 Mode = Literal["bm25", "knn", "hybrid"]
@@ -33,7 +34,13 @@ def _check_limits(query: str | None, k: int) -> None:
         raise ValueError(f"k is {k}; the limit is {settings.max_k}")
 
 
-class SearchFilters(BaseModel):
+class ApiModel(BaseModel):
+    """Every request and response model: optional fields published as OpenAPI 3.0 nullables."""
+
+    model_config = ConfigDict(json_schema_extra=nullable_fields)
+
+
+class SearchFilters(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     modality: list[str] = Field(default_factory=list, max_length=8, description="e.g. text")
@@ -43,7 +50,7 @@ class SearchFilters(BaseModel):
     )
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str | None = Field(default=None, min_length=1, description="text query")
@@ -63,7 +70,7 @@ class SearchRequest(BaseModel):
         return self
 
 
-class Provenance(BaseModel):
+class Provenance(ApiModel):
     source_uri: str | None = None
     title: str | None = None
     char_start: int | None = None
@@ -75,7 +82,7 @@ class Provenance(BaseModel):
     )
 
 
-class SearchHit(BaseModel):
+class SearchHit(ApiModel):
     chunk_id: str
     doc_id: str
     page: int | None = None
@@ -87,14 +94,14 @@ class SearchHit(BaseModel):
     provenance: Provenance
 
 
-class SearchResponse(BaseModel):
+class SearchResponse(ApiModel):
     request_id: str | None = None
     mode: str
     hits: list[SearchHit]
     took_ms: float
 
 
-class AskRequest(BaseModel):
+class AskRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1)
@@ -107,6 +114,7 @@ class AskRequest(BaseModel):
         default=None,
         gt=0,
         description="generation budget; past it, an extractive answer is returned instead",
+        json_schema_extra=strict_bounds,
     )
 
     @model_validator(mode="after")
@@ -115,7 +123,7 @@ class AskRequest(BaseModel):
         return self
 
 
-class Citation(BaseModel):
+class Citation(ApiModel):
     number: int = Field(description="the [n] the answer uses")
     chunk_id: str
     doc_id: str
@@ -131,13 +139,13 @@ class Citation(BaseModel):
     )
 
 
-class TextPart(BaseModel):
+class TextPart(ApiModel):
     type: Literal["text"] = "text"
     text: str
     citations: list[int] = Field(default_factory=list, description="the [n] this text cites")
 
 
-class ImagePart(BaseModel):
+class ImagePart(ApiModel):
     """An image the answer cites, placed after the text that cites it."""
 
     type: Literal["image"] = "image"
@@ -153,7 +161,7 @@ class ImagePart(BaseModel):
 AnswerPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
-class QuestionImage(BaseModel):
+class QuestionImage(ApiModel):
     """What the service read from the image sent with the question."""
 
     width: int
@@ -161,7 +169,7 @@ class QuestionImage(BaseModel):
     ocr_text: str = Field(description="its text as Tesseract read it (empty: none found)")
 
 
-class AskResponse(BaseModel):
+class AskResponse(ApiModel):
     request_id: str | None = None
     answer: str
     citations: list[Citation] = Field(description="the sources the answer cites, by number")
@@ -189,7 +197,7 @@ class AskResponse(BaseModel):
     took_ms: float
 
 
-class AskStreamEvent(BaseModel):
+class AskStreamEvent(ApiModel):
     """One server-sent event of /ask/stream (``event: <event>``, ``data: <data as JSON>``):
     ``sources`` (list of Citation), ``token`` ({"text"}), ``answer`` (AskResponse), ``error``."""
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 from kb_platform.index.retriever import Hit
 from kb_platform.serving.auth import ApiKeys, hash_key, new_key, presented_key, read_keys_file
+from kb_platform.serving.error_bodies import uniform_error
 from kb_platform.serving.errors import ServingError
 from kb_platform.serving.extractive import extractive_answer, sentences
 from kb_platform.serving.limits import load_image
@@ -23,6 +24,7 @@ from kb_platform.serving.prompt import (
     number_sources,
 )
 from kb_platform.serving.ratelimit import RateLimiter
+from kb_platform.serving.schemas import AskRequest, AskResponse
 from kb_platform.serving.settings import ApiKeyEntry
 
 WING = (
@@ -151,3 +153,28 @@ def test_file_fields_sent_as_values_are_found() -> None:
     assert url_file_fields(body) == ["image"]
     upload = b'--b\r\ncontent-disposition: form-data; name="image"; filename="a.png"\r\n\r\n..'
     assert url_file_fields(upload) == []
+
+
+def test_errors_from_bentoml_are_rewritten_in_the_service_shape() -> None:
+    pydantic = json.dumps(
+        {
+            "error": "1 validation error for SearchRequestIODescriptor",
+            "detail": [{"type": "extra_forbidden", "loc": ["limit"], "msg": "Extra inputs"}],
+        }
+    ).encode()
+    body = json.loads(uniform_error(400, pydantic, "req-1") or b"")
+    assert body == {"error": "limit: Extra inputs", "code": "bad_request", "request_id": "req-1"}
+    plain = json.loads(uniform_error(500, b"Internal Server Error", "req-2") or b"")
+    assert plain["error"] == "Internal Server Error" and plain["request_id"] == "req-2"
+    assert json.loads(uniform_error(404, b"", "r") or b"")["error"] == "Not Found"
+    ours = json.dumps(ServingError(429, "slow down").body("req-3")).encode()
+    assert uniform_error(429, ours, "req-3") is None  # the front door's own: left as it is
+
+
+def test_openapi_30_nullables_and_strict_bounds() -> None:
+    schema = AskRequest.model_json_schema()["properties"]["timeout_s"]
+    assert schema["nullable"] is True
+    assert schema["anyOf"][0] == {"exclusiveMinimum": True, "minimum": 0, "type": "number"}
+    image = AskResponse.model_json_schema()["properties"]["question_image"]
+    assert image["nullable"] is True
+    assert "nullable" not in AskResponse.model_json_schema()["properties"]["answer"]
