@@ -11,8 +11,11 @@ assets run in process without it.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import bentoml
 import numpy as np
+from bentoml.validators import Shape
 
 from kb_platform.encoder_service.clip_models import ClipItem
 from kb_platform.encoder_service.front_door import EncoderFrontDoor
@@ -21,6 +24,9 @@ from kb_platform.encoder_service.settings import get_encoder_settings
 from kb_platform.structured_logs import configure_json_logging
 
 SETTINGS = get_encoder_settings()
+# One row per input: published in the OpenAPI schema as an array of arrays of numbers (a bare
+# ndarray is published as one flat array, which the rows do not match).
+Vectors = Annotated[np.ndarray, Shape((-1, -1))]
 
 
 @bentoml.service(
@@ -45,7 +51,7 @@ class EncoderService:
         max_batch_size=SETTINGS.max_batch_size,
         max_latency_ms=SETTINGS.max_latency_ms,
     )
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
+    def embed_texts(self, texts: list[str]) -> Vectors:
         """Unit-length 384-d MiniLM vectors, one row per text, in order."""
         return self.runtime.embed_texts(texts)
 
@@ -55,7 +61,7 @@ class EncoderService:
         max_batch_size=SETTINGS.max_batch_size,
         max_latency_ms=SETTINGS.max_latency_ms,
     )
-    def embed_clip(self, items: list[ClipItem]) -> np.ndarray:
+    def embed_clip(self, items: list[ClipItem]) -> Vectors:
         """Unit-length CLIP vectors, one row per item (a text, or an image in base64), each
         made by the checkpoint the item names."""
         return self.runtime.embed_clip(items)

@@ -37,6 +37,7 @@ from kb_platform.serving.launcher import ServiceProcess, private_bentoml_home
 from kb_platform.training.promotion import Promoted
 from kb_platform_tests.ports import free_port
 from kb_platform_tests.serving.corpus_slice import index_slice
+from kb_platform_tests.serving.encoder_stack import TOKEN
 from kb_platform_tests.serving.test_prompt_injection import INJECTED
 
 pytestmark = pytest.mark.services
@@ -46,7 +47,7 @@ INJECTED_DOC = "injected-1"
 QUESTION = "what is the effect of slipstream on the lift of a wing?"
 # (path, examples per generation mode): /ask generates, so it gets fewer
 BUDGET = {"/search": 150, "/ask": 40, "/ask/stream": 40}
-PROBES = ("/livez", "/readyz", "/healthz", "/metrics")
+ENCODER_BUDGET = {"/embed_texts": 60, "/embed_clip": 40}
 
 
 @pytest.fixture(scope="module")
@@ -116,20 +117,43 @@ def client(service: ServiceProcess, key: str) -> Iterator[httpx.Client]:
         yield http
 
 
+def _header(response: Any, name: str) -> str:
+    value = response.headers.get(name, [""])
+    return value[0] if isinstance(value, list) else value
+
+
 def errors_say_what_was_wrong(ctx: Any, response: Any, case: Any) -> bool | None:
-    """A refused request gets a JSON body whose ``error`` says why, and its request id."""
+    """A refused request gets a JSON body whose ``error`` says why."""
     if response.status_code < 400:
         return None
-    content_type = response.headers.get("content-type", [""])
-    content_type = content_type[0] if isinstance(content_type, list) else content_type
+    content_type = _header(response, "content-type")
     assert content_type.startswith("application/json"), (response.status_code, content_type)
     body = json.loads(response.content)
     assert isinstance(body.get("error"), str) and body["error"].strip(), body
-    assert body.get("request_id"), body
     return True
 
 
-def _fuzz(schema: Any, path: str, mode: GenerationMode, examples: int, service: Any, key: str):
+def errors_carry_the_request_id(ctx: Any, response: Any, case: Any) -> bool | None:
+    """The RAG service's refusals repeat the request's id (X-Request-ID) in the body."""
+    if response.status_code < 400:
+        return None
+    body = json.loads(response.content)
+    assert body.get("request_id") == _header(response, "x-request-id"), body
+    return True
+
+
+def fuzz(
+    url: str,
+    headers: dict[str, str],
+    path: str,
+    mode: GenerationMode,
+    examples: int,
+    checks: tuple[Any, ...] = (),
+    expect_answers: bool = True,
+) -> dict[int, int]:
+    """``examples`` requests to ``path`` generated from the schema the service at ``url``
+    serves; each response checked. The count of each status."""
+    schema = schemathesis.openapi.from_url(f"{url}/docs.json", headers=headers, timeout=30)
     operation = schema[path]["POST"]
     statuses: dict[int, int] = {}
 
@@ -142,16 +166,23 @@ def _fuzz(schema: Any, path: str, mode: GenerationMode, examples: int, service: 
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: Any) -> None:
-        response = case.call(
-            base_url=service.url, headers={"Authorization": f"Bearer {key}"}, timeout=60
-        )
+        response = case.call(base_url=url, headers=headers, timeout=60)
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
         case.validate_response(
             response,
-            checks=[not_a_server_error, response_schema_conformance, errors_say_what_was_wrong],
+            checks=[
+                not_a_server_error,
+                response_schema_conformance,
+                errors_say_what_was_wrong,
+                *checks,
+            ],
         )
 
     run()
+    assert sum(statuses.values()) >= examples // 2, statuses
+    if mode is GenerationMode.POSITIVE and expect_answers:
+        assert statuses.get(200, 0) > 0, f"no generated request was answered: {statuses}"
+    assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200  # still there, ready
     return statuses
 
 
@@ -160,13 +191,20 @@ def _fuzz(schema: Any, path: str, mode: GenerationMode, examples: int, service: 
 def test_generated_requests_get_no_5xx_and_errors_say_why(
     service: ServiceProcess, key: str, path: str, mode: GenerationMode
 ) -> None:
-    schema = schemathesis.openapi.from_url(f"{service.url}/docs.json", timeout=30)
-    statuses = _fuzz(schema, path, mode, BUDGET[path], service, key)
-    assert sum(statuses.values()) >= BUDGET[path] // 2, statuses
-    if mode is GenerationMode.POSITIVE:
-        assert statuses.get(200, 0) > 0, f"no generated request was answered: {statuses}"
-    # and the service is still there, answering
-    assert httpx.get(f"{service.url}/readyz", timeout=10).status_code == 200
+    auth = {"Authorization": f"Bearer {key}"}
+    fuzz(service.url, auth, path, mode, BUDGET[path], checks=(errors_carry_the_request_id,))
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+@pytest.mark.parametrize("path", list(ENCODER_BUDGET))
+def test_the_encoder_service_gets_no_5xx_from_generated_requests(
+    encoder_service: ServiceProcess, path: str, mode: GenerationMode
+) -> None:
+    token = {"Authorization": f"Bearer {TOKEN}"}
+    # a generated /embed_clip item names a checkpoint the service does not serve (409), so
+    # only /embed_texts is expected to answer some of them
+    answers = path == "/embed_texts"
+    fuzz(encoder_service.url, token, path, mode, ENCODER_BUDGET[path], expect_answers=answers)
 
 
 def test_a_document_with_injected_instructions_is_only_quoted(client: httpx.Client) -> None:
