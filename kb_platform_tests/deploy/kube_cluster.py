@@ -359,6 +359,10 @@ class KubeCluster:
                 # namespace, resourcequota, serviceaccount, serviceaccount-token, garbagecollector,
                 # job, disruption, nodelifecycle, ...
                 "--controllers=*",
+                # A quota created with the workloads can miss pods made while the controller was
+                # counting it; only its full resync (5 min by default) recounts them. A loaded CI
+                # machine hit that race (the quota test timed out after 120 s).
+                "--resource-quota-sync-period=10s",
                 f"--service-account-private-key-file={pki.service_account_key}",
                 f"--root-ca-file={pki.ca_cert}",
                 f"--cluster-signing-cert-file={pki.ca_cert}",
