@@ -187,6 +187,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--docs", type=int, default=300, help="0: /search only")
     parser.add_argument("--doc-batch", type=int, default=50, help="documents between samples")
+    parser.add_argument(
+        "--folders", nargs="+", default=list(DOCUMENT_FOLDERS), help="corpus folders to ingest"
+    )
     parser.add_argument("--limit-per-1000-requests", type=float, default=2.0, help="MiB")
     parser.add_argument("--limit-per-100-docs", type=float, default=40.0, help="MiB")
     args = parser.parse_args()
@@ -196,7 +199,7 @@ def main() -> None:
     queries = [text for _, text in load_queries(folder)]
     files = sorted(
         path
-        for sub in DOCUMENT_FOLDERS
+        for sub in args.folders
         for path in (settings.corpus_dir / sub).rglob("*")
         if path.is_file()
     )[: args.docs]
