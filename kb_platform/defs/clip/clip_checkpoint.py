@@ -21,6 +21,7 @@ from dagster import (
 )
 from dagster._core.instance import DagsterInstance
 
+from kb_platform.defs.latest_materialization import latest_metadata
 from kb_platform.models.registry import clip_encoder
 from kb_platform.resources.blob_store import BlobStore
 from kb_platform.resources.clip import ClipResource
@@ -97,10 +98,7 @@ class Candidate:
 
 
 def latest_candidate(instance: DagsterInstance) -> Candidate:
-    event = instance.get_latest_materialization_event(clip_checkpoint.key)
-    if event is None or event.asset_materialization is None:
-        raise Failure("clip_checkpoint has not been materialized")
-    metadata = event.asset_materialization.metadata
+    metadata = latest_metadata(instance, clip_checkpoint.key)
     return Candidate(
         export_dir=Path(str(metadata["export_dir"].value)),
         version=str(metadata["version"].value),

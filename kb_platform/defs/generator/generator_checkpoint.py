@@ -17,6 +17,7 @@ from dagster import (
 )
 from dagster._core.instance import DagsterInstance
 
+from kb_platform.defs.latest_materialization import latest_metadata
 from kb_platform.resources.generator_training import GeneratorTrainingResource
 from kb_platform.training.generator_data import all_chunks, document_texts, write_token_splits
 from kb_platform.training.generator_promotion import perplexity, weights_version
@@ -115,10 +116,7 @@ class Candidate:
 
 
 def latest_candidate(instance: DagsterInstance) -> Candidate:
-    event = instance.get_latest_materialization_event(generator_checkpoint.key)
-    if event is None or event.asset_materialization is None:
-        raise Failure("generator_checkpoint has not been materialized")
-    metadata = event.asset_materialization.metadata
+    metadata = latest_metadata(instance, generator_checkpoint.key)
     return Candidate(
         export_dir=Path(str(metadata["export_dir"].value)),
         version=str(metadata["version"].value),
