@@ -63,6 +63,17 @@ class BreakerConfig(BaseModel):
         return self
 
 
+def failed_status(status: int) -> bool:
+    """An HTTP status that says the dependency is failing (5xx) or shedding load (429), not
+    that the request was wrong."""
+    return status >= 500 or status == 429
+
+
+def retry_after_header(seconds: float) -> str:
+    """A Retry-After value: whole seconds, rounded up, at least 1."""
+    return str(max(1, math.ceil(seconds)))
+
+
 class CircuitOpenError(Exception):
     """The breaker refused the call without making it; ``retry_after_s``: until the next probe."""
 
@@ -75,7 +86,7 @@ class CircuitOpenError(Exception):
 
     @property
     def retry_after_header(self) -> str:
-        return str(max(1, math.ceil(self.retry_after_s)))
+        return retry_after_header(self.retry_after_s)
 
 
 @dataclass(frozen=True)

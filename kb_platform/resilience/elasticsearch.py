@@ -19,7 +19,7 @@ from elastic_transport import (
     TransportApiResponse,
 )
 
-from kb_platform.resilience.circuit_breaker import CircuitBreaker, CircuitOpenError
+from kb_platform.resilience.circuit_breaker import CircuitBreaker, CircuitOpenError, failed_status
 
 
 class ElasticsearchUnavailable(ConnectionError):
@@ -28,10 +28,6 @@ class ElasticsearchUnavailable(ConnectionError):
     def __init__(self, cause: CircuitOpenError):
         super().__init__(str(cause))
         self.retry_after_s = cause.retry_after_s
-
-
-def failed_status(status: int) -> bool:
-    return status >= 500 or status == 429
 
 
 class BreakerTransport(Transport):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
+
+from kb_platform.resilience.circuit_breaker import retry_after_header
 
 
 class ServingError(Exception):
@@ -52,7 +53,7 @@ class SearchBackendUnavailable(ServingError):
             503,
             f"the search index is unavailable ({detail}); retry later",
             code="search_unavailable",
-            headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))},
+            headers={"Retry-After": retry_after_header(retry_after_s)},
         )
 
 

@@ -19,7 +19,12 @@ import httpx
 from kb_platform.models.generator import Generation, LocalGenerator
 from kb_platform.models.llama_cpp_chat import LlamaCppChat
 from kb_platform.resilience import registry
-from kb_platform.resilience.circuit_breaker import CircuitBreaker, CircuitOpenError, Permit
+from kb_platform.resilience.circuit_breaker import (
+    CircuitBreaker,
+    CircuitOpenError,
+    Permit,
+    failed_status,
+)
 from kb_platform.serving.prompt import (
     CHAT_STOP,
     GROUNDED_INSTRUCTIONS,
@@ -204,7 +209,7 @@ class OpenAICompatibleGenerator:
                 if response.is_error:
                     response.read()
                     failed = self._failed(response, started)
-                    if response.status_code >= 500 or response.status_code == 429:
+                    if failed_status(response.status_code):
                         permit.failure(failed.error or "")
                     else:
                         permit.success()  # it answered: the request was at fault

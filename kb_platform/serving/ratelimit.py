@@ -33,7 +33,11 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter, Gauge
 
 from kb_platform.resilience import registry
-from kb_platform.resilience.circuit_breaker import CircuitBreaker, CircuitOpenError
+from kb_platform.resilience.circuit_breaker import (
+    CircuitBreaker,
+    CircuitOpenError,
+    retry_after_header,
+)
 from kb_platform.serving.settings import ServingSettings
 
 if TYPE_CHECKING:  # imported once a Redis URL is configured: the package is needed only then
@@ -77,7 +81,7 @@ class Decision:
     def retry_after_header(self) -> str:
         if math.isinf(self.retry_after_s):
             return "3600"
-        return str(max(1, math.ceil(self.retry_after_s)))
+        return retry_after_header(self.retry_after_s)
 
 
 class RateLimiter:

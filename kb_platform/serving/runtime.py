@@ -25,6 +25,7 @@ from kb_platform.index.retriever import (
     Retriever,
 )
 from kb_platform.models import registry
+from kb_platform.resilience.circuit_breaker import failed_status
 from kb_platform.resilience.elasticsearch import ElasticsearchUnavailable
 from kb_platform.resources import blob_store_for
 from kb_platform.resources.blob_store import BlobStore, LocalBlobStore
@@ -54,13 +55,9 @@ from kb_platform.serving.schemas import (
     SearchResponse,
 )
 from kb_platform.serving.search import filters_of, search_image, search_text, to_search_hit
-from kb_platform.serving.settings import GeneratorBackend, ServingSettings
+from kb_platform.serving.settings import GeneratorBackend, ServingSettings, read_secret
 
 log = logging.getLogger(__name__)
-
-
-def _read_secret(path: Path | None) -> str | None:
-    return path.read_text(encoding="utf-8").strip() if path is not None else None
 
 
 class RagRuntime:
@@ -74,7 +71,7 @@ class RagRuntime:
         self.names = IndexNames(self.base.elasticsearch_index_base)
         self.es = elasticsearch_client(
             self.base.elasticsearch_url,
-            api_key=_read_secret(settings.elasticsearch_api_key_file),
+            api_key=read_secret(settings.elasticsearch_api_key_file),
             request_timeout=settings.search_timeout_s,
             max_retries=1,
             retry_on_timeout=False,
@@ -162,7 +159,7 @@ class RagRuntime:
             remote = OpenAICompatibleGenerator(
                 settings.openai_base_url,
                 settings.openai_model,
-                _read_secret(settings.openai_api_key_file),
+                read_secret(settings.openai_api_key_file),
                 vision=settings.openai_vision,
             )
             remote.warmup()
@@ -232,7 +229,7 @@ class RagRuntime:
         except TransportError as exc:  # connection refused, timeouts
             raise SearchBackendUnavailable(type(exc).__name__) from None
         except ApiError as exc:
-            if exc.status_code >= 500 or exc.status_code == 429:
+            if failed_status(exc.status_code):
                 raise SearchBackendUnavailable(f"status {exc.status_code}") from None
             raise
 

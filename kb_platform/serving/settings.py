@@ -30,6 +30,12 @@ from kb_platform.resilience.circuit_breaker import BreakerConfig
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
+def read_secret(path: Path | None) -> str | None:
+    """A secret from its file (surrounding whitespace dropped); None without a file or when the
+    file is empty."""
+    return (path.read_text(encoding="utf-8").strip() or None) if path is not None else None
+
+
 class GeneratorBackend(StrEnum):
     LLAMA_CPP = "llama-cpp"  # an instruction-tuned GGUF chat model in llama.cpp, in process
     LOCAL = "local"  # gemma-3-270m (a base model) from the BentoML model store, in process
@@ -164,8 +170,7 @@ class ServingSettings(BaseSettings):
 
     def redis_password(self) -> str | None:
         if self.rate_limit_redis_password_file is not None:
-            text = self.rate_limit_redis_password_file.read_text(encoding="utf-8").strip()
-            return text or None
+            return read_secret(self.rate_limit_redis_password_file)
         if self.rate_limit_redis_password is not None:
             return self.rate_limit_redis_password.get_secret_value()
         return None
