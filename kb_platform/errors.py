@@ -6,6 +6,9 @@ dead-letter topic. Transient errors (a server unavailable, throttling) are retri
 
 from __future__ import annotations
 
+import errno
+import re
+
 
 class KbError(Exception):
     """Base of every pipeline error; ``retryable`` says whether trying again can help."""
@@ -59,3 +62,20 @@ class ServiceUnavailable(KbError):
 
 
 RETRYABLE_ERROR_CLASSES = frozenset({ServiceUnavailable.error_class})
+
+# Failures of what a run stands on rather than of its document: the instance database
+# unreachable (Dagster's PostgreSQL storage gives up after its connection retries), a full,
+# read-only or failing disk under the blob store or the IO manager. Found by the fault matrix
+# (kb_platform_tests/faults): both used to dead-letter documents that were fine.
+INFRASTRUCTURE_ERROR_CLASSES = frozenset({"DagsterPostgresException", "OperationalError"})
+INFRASTRUCTURE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+_ERRNO = re.compile(r"\[Errno (\d+)\]")
+
+
+def is_outage(cls_name: str | None, message: str) -> bool:
+    """Whether an error (by its class name and message, as Dagster records it) says trying
+    again later can succeed: a service down or the run's own infrastructure failing."""
+    if cls_name in RETRYABLE_ERROR_CLASSES or cls_name in INFRASTRUCTURE_ERROR_CLASSES:
+        return True
+    found = _ERRNO.search(message or "")
+    return found is not None and int(found.group(1)) in INFRASTRUCTURE_ERRNOS

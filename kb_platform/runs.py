@@ -11,7 +11,7 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFil
 from dagster_graphql import DagsterGraphQLClient
 
 from kb_platform.defs.ingestion.partitions import documents_partitions
-from kb_platform.errors import RETRYABLE_ERROR_CLASSES
+from kb_platform.errors import is_outage
 
 if TYPE_CHECKING:
     from dagster._core.events import StepFailureData
@@ -81,15 +81,16 @@ def step_failure_details(data: StepFailureData) -> tuple[str, str]:
 
 
 def failed_for_an_outage(instance: DagsterInstance, run_id: str) -> bool:
-    """Whether the run's failed step ran out of retries on a retryable error (a service down
-    or overloaded): trying again later can succeed, so the document is no dead letter."""
+    """Whether the run's failed step ran out of retries on an outage (a service down or
+    overloaded, the instance database or the disk failing): trying again later can succeed, so
+    the document is no dead letter."""
     records = instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_FAILURE).records
     for record in records:
         error = record.event_log_entry.dagster_event.step_failure_data.error
         while error is not None:
-            if error.cls_name in RETRYABLE_ERROR_CLASSES:
+            if is_outage(error.cls_name, error.message):
                 return True
-            error = error.cause
+            error = error.cause or error.context
     return False
 
 
