@@ -75,6 +75,18 @@ def source_runs(
     return runs
 
 
+def requested(instance: DagsterInstance, keys: Sequence[str]) -> set[str]:
+    """Of the messages ``keys``, those that have a run already (from any code location: run keys
+    only deduplicate within one) or a dead-letter or parking marker."""
+    found = set(markers(instance, list(keys)))
+    for start in range(0, len(keys), _TAG_CHUNK):
+        chunk = list(keys[start : start + _TAG_CHUNK])
+        found |= {
+            r.tags["kb/source"] for r in instance.get_runs(RunsFilter(tags={"kb/source": chunk}))
+        }
+    return found
+
+
 def run_states(runs: Sequence[DagsterRun]) -> dict[int, MessageState]:
     """The state each offset's newest run gives it (offsets without runs are absent); ``runs``
     are one partition's ``source_runs``."""

@@ -7,10 +7,13 @@ message's content (stored under its doc_id), and returns the run requests, the n
 partitions and the advanced cursor in one ``SensorResult``, so they move together. A message
 that cannot even be parsed goes to ``dlq.general``, one whose content is refused to
 ``dlq.<modality>.processing``: nothing is skipped silently. What was admitted or dead-lettered
-goes to the audit trail. Run keys
-(``topic:partition:offset``) keep a re-read message from starting a second run.
+goes to the audit trail. A re-read message (``topic:partition:offset``) that already has a
+run or a dead letter, from this code location or another one on the instance, starts none;
+and while two code locations run this sensor (a blue/green switch), only the one holding the
+ingest lease reads (kb_platform/kafka/ingest_lease.py).
 """
 
+import time
 from pathlib import Path
 
 from confluent_kafka import Message
@@ -30,7 +33,7 @@ from kb_platform.contracts import IngestMessage, Modality
 from kb_platform.defs.ingestion.partitions import documents_partitions
 from kb_platform.errors import InvalidMessage, KbError
 from kb_platform.intake import admit
-from kb_platform.kafka import audit_trail, ledger
+from kb_platform.kafka import audit_trail, ingest_lease, ledger
 from kb_platform.kafka.audit_trail import AuditRecord, Event, request_id_of, sender_of
 from kb_platform.kafka.dead_letters import DeadLetter, publish
 from kb_platform.kafka.ingest_reader import (
@@ -76,6 +79,11 @@ def source_tags(
     }
 
 
+def _location_of(context: SensorEvaluationContext) -> str:
+    origin = context.code_location_origin
+    return origin.location_name if origin is not None else "in-process"
+
+
 @sensor(
     job_name=JOB_NAME,
     default_status=DefaultSensorStatus.RUNNING,
@@ -88,6 +96,13 @@ def kafka_ingest_sensor(
     blob_store: BlobStore,
     processing: ProcessingResource,
 ) -> SensorResult | SkipReason:
+    holder = _location_of(context)
+    lease = ingest_lease.acquire(context.instance, holder)
+    if lease.holder != holder:
+        return SkipReason(
+            f"code location {lease.holder} reads the ingest topics "
+            f"(its lease ends in {lease.until - time.time():.0f} s unless renewed)"
+        )
     queued = queued_runs(context.instance)
     room = processing.max_queued_runs - queued
     if room <= 0:
@@ -143,10 +158,18 @@ def kafka_ingest_sensor(
             )
         )
 
+    # Re-read messages (a tick that failed after its runs were made, a deployment whose cursor
+    # starts at the committed offset) already have their run or dead letter.
+    done = ledger.requested(
+        context.instance, [source_key(m.topic(), m.partition(), m.offset()) for m in messages]
+    )
     for msg in messages:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         where = partition_key(topic, partition)
         if where in blocked:
+            continue
+        if source_key(topic, partition, offset) in done:
+            cursor.next_offsets[where] = offset + 1
             continue
         declared = topics.modality_of_ingest(topic)
         source = source_key(topic, partition, offset)
@@ -215,8 +238,9 @@ def kafka_ingest_sensor(
     known = set(context.instance.get_dynamic_partitions(documents_partitions.name))
     additions = sorted(set(new_doc_ids) - known)
     context.log.info(
-        "%d messages: %d runs, %d dead letters, %d new documents",
+        "%d messages (%d requested before): %d runs, %d dead letters, %d new documents",
         len(messages),
+        len(done),
         len(run_requests),
         sum(len(v) for v in dead.values()),
         len(additions),
