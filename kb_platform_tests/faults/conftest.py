@@ -18,10 +18,11 @@ from kb_platform.index.lifecycle import delete_family
 from kb_platform.index.mapping import IndexNames
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.serving.launcher import ServiceProcess
-from kb_platform_tests.faults.deployment import PG, Deployment, create_database, drop_database
+from kb_platform_tests.faults.deployment import Deployment
 from kb_platform_tests.faults.faults import Matrix
 from kb_platform_tests.faults.stream import Outcome
 from kb_platform_tests.ports import free_port
+from kb_platform_tests.postgres_databases import fresh_database, instance_env
 from kb_platform_tests.serving.conftest import encoder_service, served_clip  # noqa: F401
 from kb_platform_tests.serving.encoder_stack import TOKEN
 
@@ -65,8 +66,22 @@ def matrix(
 ) -> Iterator[Matrix]:
     base = tmp_path_factory.mktemp("fault-matrix")
     name = f"faults-{uuid.uuid4().hex[:8]}"
-    database = name.replace("-", "_")
-    create_database(database)
+    with fresh_database("faults") as database:
+        yield from _running_matrix(
+            base, name, database, kafka, es, corpus_dir, encoder_service, blob_dir
+        )
+
+
+def _running_matrix(
+    base: Path,
+    name: str,
+    database: str,
+    kafka: KafkaResource,
+    es: Elasticsearch,
+    corpus_dir: Path,
+    encoder_service: ServiceProcess,  # noqa: F811
+    blob_dir: Path,
+) -> Iterator[Matrix]:
     scoped = kafka.namespaced(name, topic_partitions=2)
     scoped.create_topics()
     index_base = f"{name}-chunks"
@@ -76,11 +91,7 @@ def matrix(
     env = {
         **os.environ,
         "DAGSTER_HOME": str(base / "dagster_home"),
-        "KB_PG_HOST": PG["host"],
-        "KB_PG_PORT": PG["port"],
-        "KB_PG_USER": PG["user"],
-        "KB_PG_PASSWORD": PG["password"],
-        "KB_PG_DB": database,
+        **instance_env(database),
         "KB_DATA_DIR": str(blob_dir),
         "KB_ALLOWED_ROOTS": json.dumps([str(docs)]),
         "KB_ELASTICSEARCH_INDEX_BASE": index_base,
@@ -114,5 +125,4 @@ def matrix(
     finally:
         deployment.stop_all()
         instance.dispose()
-        drop_database(database)
         delete_family(es, IndexNames(index_base))

@@ -11,19 +11,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg2
 import yaml
 from dagster import DagsterInstance
 
 from kb_platform.config import REPO_ROOT
 
 VENV_BIN = Path(os.environ.get("KB_VENV", REPO_ROOT / ".venv")) / "bin"
-PG = {
-    "host": "127.0.0.1",
-    "port": os.environ.get("KB_PG_PORT", "5433"),
-    "user": os.environ.get("KB_PG_USER", "dagster"),
-    "password": os.environ.get("KB_PG_PASSWORD", "dagster"),
-}
 
 
 def instance_config() -> dict:
@@ -32,20 +25,6 @@ def instance_config() -> dict:
     local = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
     prod = yaml.safe_load((REPO_ROOT / "deploy" / "dagster" / "dagster.prod.yaml").read_text())
     return {**local, "storage": prod["storage"]}
-
-
-def create_database(name: str) -> None:
-    admin = psycopg2.connect(dbname="postgres", **PG)
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    admin.close()
-
-
-def drop_database(name: str) -> None:
-    admin = psycopg2.connect(dbname="postgres", **PG)
-    admin.autocommit = True
-    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
 
 
 @dataclass

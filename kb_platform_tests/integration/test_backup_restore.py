@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 from dagster import (
     DagsterInstance,
@@ -61,6 +60,7 @@ from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.parquet_io import ParquetIOManager
 from kb_platform.resources.processing import ProcessingResource
 from kb_platform_tests.integration.kafka_helpers import message, produce
+from kb_platform_tests.postgres_databases import fresh_database, instance_env, recreate_empty
 
 pytestmark = pytest.mark.services
 
@@ -70,12 +70,6 @@ DOCUMENTS = [
     "documents/py-pdf-sample-files/001-trivial/minimal-document.pdf",
 ]
 QUERIES = ["war and peace", "this is a test document", "minimal document"]
-PG = {
-    "host": "127.0.0.1",
-    "port": os.environ.get("KB_PG_PORT", "5433"),
-    "user": os.environ.get("KB_PG_USER", "dagster"),
-    "password": os.environ.get("KB_PG_PASSWORD", "dagster"),
-}
 
 
 @dataclass
@@ -378,25 +372,13 @@ def prod_home(
     tmp_path: Path, postgres_service: None, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Path]:
     """A DAGSTER_HOME with the production configuration over a database of its own."""
-    name = f"kb_backup_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(dbname="postgres", **PG)
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
     home = tmp_path / "prod_home"
     home.mkdir()
     shutil.copy(REPO_ROOT / "deploy" / "dagster" / "dagster.prod.yaml", home / "dagster.yaml")
-    for key, value in {
-        "DAGSTER_HOME": str(home),
-        "KB_PG_HOST": PG["host"],
-        "KB_PG_PORT": PG["port"],
-        "KB_PG_USER": PG["user"],
-        "KB_PG_PASSWORD": PG["password"],
-        "KB_PG_DB": name,
-    }.items():
-        monkeypatch.setenv(key, value)
-    yield home
-    admin.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
-    admin.close()
+    with fresh_database("kb_backup") as name:
+        for key, value in {"DAGSTER_HOME": str(home), **instance_env(name)}.items():
+            monkeypatch.setenv(key, value)
+        yield home
 
 
 documents = DynamicPartitionsDefinition(name="documents")
@@ -435,11 +417,7 @@ def test_a_postgres_instance_is_dumped_and_restored(prod_home: Path, tmp_path: P
     files, details = database.backup(folder)
     assert details["kind"] == "postgres" and details["server"]
     # the database is lost: dropped and made again, empty
-    admin = psycopg2.connect(dbname="postgres", **PG)
-    admin.autocommit = True
-    admin.cursor().execute(f"DROP DATABASE {database.db} WITH (FORCE)")
-    admin.cursor().execute(f"CREATE DATABASE {database.db}")
-    admin.close()
+    recreate_empty(database.db)
     assert not database.has_runs()
 
     database.restore(folder, files)

@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,14 +18,9 @@ from dagster_postgres import PostgresRunStorage
 from kb_platform.config import REPO_ROOT, Settings
 from kb_platform.definitions import build_definitions
 from kb_platform.resources import build_resources
+from kb_platform_tests.postgres_databases import PG, fresh_database, instance_env
 
 DAGSTER = Path(sys.executable).parent / "dagster"
-PG = {
-    "host": "127.0.0.1",
-    "port": os.environ.get("KB_PG_PORT", "5433"),
-    "user": os.environ.get("KB_PG_USER", "dagster"),
-    "password": os.environ.get("KB_PG_PASSWORD", "dagster"),
-}
 
 
 def _validate(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -43,13 +37,8 @@ def _validate(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def prod_database(postgres_service: None) -> Iterator[str]:
     """A fresh PostgreSQL database, so the instance's schema migration runs for real."""
-    name = f"kb_test_{uuid.uuid4().hex[:8]}"
-    conn = psycopg2.connect(dbname="postgres", **PG)
-    conn.autocommit = True
-    conn.cursor().execute(f"CREATE DATABASE {name}")
-    yield name
-    conn.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
-    conn.close()
+    with fresh_database("kb_test") as name:
+        yield name
 
 
 @pytest.fixture
@@ -60,11 +49,7 @@ def prod_env(tmp_path: Path, prod_database: str) -> dict[str, str]:
     return {
         "KB_ENV": "prod",
         "DAGSTER_HOME": str(home),
-        "KB_PG_HOST": PG["host"],
-        "KB_PG_PORT": PG["port"],
-        "KB_PG_USER": PG["user"],
-        "KB_PG_PASSWORD": PG["password"],
-        "KB_PG_DB": prod_database,
+        **instance_env(prod_database),
     }
 
 
