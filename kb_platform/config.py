@@ -106,6 +106,17 @@ class Settings(BaseSettings):
     def clip_root(self) -> Path:
         return self.clip_dir or self.data_dir / "clip"
 
+    # Training on the cluster (kb_platform.resources.training_cluster): the namespace and image
+    # of the trainer's Indexed Job, the shared volume's claim and mount path; nodes, GPUs and
+    # the rest are the resource's run config. With training_run_service_account set (the
+    # chart's training.launchOnCluster), train_generator's run pods run as that account and
+    # mount the claim (generator.training_run_tags).
+    training_namespace: str = "kb-platform"
+    training_image: str = ""
+    training_run_service_account: str = ""
+    training_claim: str = "kb-platform-training"
+    training_mount: str = "/shared"
+
     # backups (`kb-platform backup|restore`, kb_platform.backup): one folder per backup under
     # backup_dir (default: .kb-backups beside the data dir). Retention after each good backup:
     # keep the newest backup_keep_last and those younger than backup_keep_days (unset: that rule

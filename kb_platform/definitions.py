@@ -13,6 +13,7 @@ from kb_platform.resources import build_resources
 from kb_platform.resources.clip_encoder import ClipEncoderResource
 from kb_platform.resources.generator_training import generator_training_for
 from kb_platform.resources.text_encoder import TextEncoderResource
+from kb_platform.resources.training_cluster import TrainingClusterResource
 
 
 def build_definitions(resources: dict[str, Any] | None = None) -> Definitions:
@@ -24,6 +25,7 @@ def build_definitions(resources: dict[str, Any] | None = None) -> Definitions:
             "text_encoder": TextEncoderResource(),
             "clip_encoder": ClipEncoderResource(),
             "generator_training": generator_training_for(get_settings()),
+            "training_cluster": TrainingClusterResource(),
             **resources,
         }
     # A run is one document: its steps run one after another in the run's process (no

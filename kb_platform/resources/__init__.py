@@ -16,6 +16,7 @@ from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.parquet_io import ParquetIOManager
 from kb_platform.resources.processing import ProcessingResource
 from kb_platform.resources.text_encoder import TextEncoderResource
+from kb_platform.resources.training_cluster import TrainingClusterResource
 
 
 def kafka_names(settings: Settings) -> dict[str, Any]:
@@ -65,6 +66,12 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "clip": ClipResource.from_settings(settings),
         "generator_training": generator_training_for(settings),
         "pipes_subprocess_client": PipesSubprocessClient(),
+        "training_cluster": TrainingClusterResource(
+            namespace=settings.training_namespace,
+            image=settings.training_image,
+            checkpoint_claim=settings.training_claim,
+            shared_mount=settings.training_mount,
+        ),
     }
     if settings.env is Environment.PROD:
         # dagster-aws takes seconds to import: only production pays for it.

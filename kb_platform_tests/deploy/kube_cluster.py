@@ -51,14 +51,16 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 NODE_GROUP_LABEL = "kb-platform/node-group"
 GPU_RESOURCE = "nvidia.com/gpu"
-# kwok's "fast" stages: nodes Ready at once, kept alive by leases; pods Running at once.
+# kwok's "fast" stages: nodes Ready at once, kept alive by leases; pods Running at once, a Job's
+# pods complete at once except on the node whose pods a test runs for real (LOCAL_NODE_NAME).
 KWOK_STAGES = (
     "node/fast/node-initialize.yaml",
     "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
     "pod/fast/pod-ready.yaml",
-    "pod/fast/pod-complete.yaml",
     "pod/fast/pod-delete.yaml",
 )
+OWN_STAGES = (Path(__file__).parent / "kwok_stages" / "pod-complete-on-fake-nodes.yaml",)
+LOCAL_NODE_NAME = "kb-local-gpu-0"  # named in OWN_STAGES
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
 LOG_TAIL_LINES = 40
@@ -384,6 +386,7 @@ class KubeCluster:
             [
                 tool_path("kwok"),
                 *(f"--config={stages / stage}" for stage in KWOK_STAGES),
+                *(f"--config={stage}" for stage in OWN_STAGES),
                 f"--kubeconfig={self.kubeconfig}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
@@ -433,3 +436,38 @@ def running_cluster(
         yield cluster
     finally:
         cluster.stop()
+
+
+def bind_shared_claim(
+    cluster: KubeCluster, namespace: str, claim: str, host_path: str, size: str = "100Gi"
+) -> None:
+    """A ReadWriteMany claim ``claim`` in ``namespace``, bound to a hostPath PersistentVolume of
+    ``host_path`` (named ``<namespace>-<claim>``): the training jobs' shared volume."""
+    volume = f"{namespace}-{claim}"
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": size},
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "hostPath": {"path": host_path},
+                "claimRef": {"namespace": namespace, "name": claim},
+            },
+        }
+    )
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "volumeName": volume,
+                "resources": {"requests": {"storage": size}},
+            },
+        }
+    )

@@ -194,6 +194,18 @@ def test_run_pods_get_their_modality_s_resources(rendered: dict) -> None:
     assert settings["data"]["KB_TIMEOUT_DOCUMENT_S"] == str(timeouts["document"])
 
 
+def role_writes(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) of every verb of ``rules`` that changes something."""
+    return {
+        (g, r, v)
+        for rule in rules
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+        if v in {"create", "delete", "update", "patch"}
+    }
+
+
 def test_only_the_dagster_and_snapshot_accounts_can_reach_the_api(rendered: dict) -> None:
     objs = rendered["default"]
     accounts = of_kind(objs, "ServiceAccount")
@@ -202,14 +214,7 @@ def test_only_the_dagster_and_snapshot_accounts_can_reach_the_api(rendered: dict
     for owner, spec in pod_specs(objs).items():
         assert spec["serviceAccountName"] in accounts, owner
     rules = of_kind(objs, "Role")["kb-platform-run-launcher"]["rules"]
-    writes = {
-        (g, r, v)
-        for rule in rules
-        for g in rule["apiGroups"]
-        for r in rule["resources"]
-        for v in rule["verbs"]
-        if v in {"create", "delete", "update", "patch"}
-    }
+    writes = role_writes(rules)
     assert writes == {("batch", "jobs", "create"), ("batch", "jobs", "delete")}
     assert not any(r in {"secrets", "*"} for rule in rules for r in rule["resources"])
     assert not of_kind(objs, "ClusterRole") and not of_kind(objs, "ClusterRoleBinding")
@@ -360,3 +365,54 @@ def test_production_accounts_assume_the_eks_cluster_s_roles(rendered: dict) -> N
             assert arn is not None and arn.endswith(f":role/{roles[name]}"), name
         else:
             assert arn is None, name  # no AWS role for accounts that need none
+
+
+def test_training_on_the_cluster_gets_an_account_of_its_own(folder: Path) -> None:
+    """training.launchOnCluster: the train_generator runs (by their dagster-k8s tag, which
+    dagster-k8s must accept) may create the trainer's Job and Service and delete the Job, and
+    nothing else; the trainer pods have no API access; the settings name what the chart made."""
+    from dagster_k8s.job import UserDefinedDagsterK8sConfig
+
+    from kb_platform.config import Settings
+    from kb_platform.resources.training_cluster import K8S_CONFIG_TAG, training_run_tags
+    from kb_platform.training.k8s_job import TrainingJob
+
+    values = profile_values_file("default", folder)
+    text = render_text(values, "training.launchOnCluster=true")
+    (folder / "training.yaml").write_text(text)
+    result = kubeconform(folder / "training.yaml", crd_schema_dir=crd_schemas(folder))
+    assert result.returncode == 0, result.stdout + result.stderr
+    objs = objects(text)
+    accounts = of_kind(objs, "ServiceAccount")
+    assert accounts["kb-platform-training-launcher"]["automountServiceAccountToken"] is True
+    assert accounts["kb-platform-training"]["automountServiceAccountToken"] is False
+    rules = of_kind(objs, "Role")["kb-platform-training-launcher"]["rules"]
+    writes = role_writes(rules)
+    assert writes == {("batch", "jobs", "create"), ("batch", "jobs", "delete"),
+                      ("", "services", "create")}  # fmt: skip
+    assert not any(r in {"secrets", "*"} for rule in rules for r in rule["resources"])
+    binding = of_kind(objs, "RoleBinding")["kb-platform-training-launcher"]
+    assert binding["subjects"][0]["name"] == "kb-platform-training-launcher"
+
+    data = of_kind(objs, "ConfigMap")["kb-platform-settings"]["data"]
+    settings = Settings(
+        training_namespace=data["KB_TRAINING_NAMESPACE"],
+        training_image=data["KB_TRAINING_IMAGE"],
+        training_run_service_account=data["KB_TRAINING_RUN_SERVICE_ACCOUNT"],
+        training_claim=data["KB_TRAINING_CLAIM"],
+        training_mount=data["KB_TRAINING_MOUNT"],
+    )
+    assert settings.training_run_service_account in accounts
+    assert settings.training_image.split("/")[-1].startswith("kb-training:")
+    job = TrainingJob("lm", settings.training_image, "/shared/c.json", nodes=2, gpus_per_node=8)
+    assert job.service_account in accounts  # what the trainer pods run as
+    tag = training_run_tags(settings)[K8S_CONFIG_TAG]
+    config = UserDefinedDagsterK8sConfig.from_dict(tag)
+    assert config.pod_spec_config["service_account_name"] == "kb-platform-training-launcher"
+    policies = of_kind(objs, "NetworkPolicy")
+    launcher = policies["kb-platform-training-launcher"]["spec"]["podSelector"]["matchLabels"]
+    assert launcher == config.pod_template_spec_metadata["labels"]
+    assert "kb-platform-training" in policies
+    assert training_run_tags(Settings()) == {}  # off by default: runs keep their own account
+    default = objects(render_text(values))
+    assert "kb-platform-training-launcher" not in of_kind(default, "ServiceAccount")

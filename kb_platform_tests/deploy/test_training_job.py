@@ -17,7 +17,12 @@ import yaml
 from kb_platform.config import REPO_ROOT
 from kb_platform.training.k8s_job import RENDEZVOUS_PORT, TrainingJob
 from kb_platform_tests.deploy.chart import kubeconform
-from kb_platform_tests.deploy.kube_cluster import GPU_RESOURCE, KubeCluster, wait_for
+from kb_platform_tests.deploy.kube_cluster import (
+    GPU_RESOURCE,
+    KubeCluster,
+    bind_shared_claim,
+    wait_for,
+)
 
 EXAMPLE = REPO_ROOT / "deploy" / "cluster" / "training" / "llama-3-70b-4x8.yaml"
 
@@ -85,33 +90,7 @@ def _pods(cluster: KubeCluster, namespace: str, job: str) -> list[dict[str, Any]
 def test_the_job_runs_on_gpu_nodes_and_completes(kube_cluster: KubeCluster) -> None:
     namespace = "kb-training-test"
     kube_cluster.kubectl("create", "namespace", namespace)
-    kube_cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": "kb-training-shared"},
-            "spec": {
-                "capacity": {"storage": "100Gi"},
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "hostPath": {"path": "/var/lib/kb-test-training"},
-                "claimRef": {"namespace": namespace, "name": "kb-platform-training"},
-            },
-        }
-    )
-    kube_cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "kb-platform-training", "namespace": namespace},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "volumeName": "kb-training-shared",
-                "resources": {"requests": {"storage": "100Gi"}},
-            },
-        }
-    )
+    bind_shared_claim(kube_cluster, namespace, "kb-platform-training", "/var/lib/kb-test-training")
     # the kwok GPU node has 4 GPUs (the chart's encoder may hold one): 2 x 1 fit, 1 x 8 does not
     on_gpus: dict[str, Any] = {
         "namespace": namespace,

@@ -16,11 +16,11 @@ from safetensors import safe_open
 
 from kb_platform.evaluation.cranfield import load_documents
 from kb_platform.models.generator import LocalGenerator
-from kb_platform.training.architectures import load_config
 from kb_platform.training.config import TrainConfig
 from kb_platform.training.token_shards import TokenBlocks, write_shards
 from kb_platform_tests.training.conftest import finish, torchrun
 from kb_platform_tests.training.test_fsdp_training import kill_tree, latest_step, losses
+from kb_platform_tests.training.tiny_llama import tiny_llama
 
 pytestmark = pytest.mark.numerics
 
@@ -29,23 +29,11 @@ SEQ_LEN = 32
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random tiny Llama saved as Hugging Face does, with a real tokenizer (the packaged
-    MiniLM's WordPiece vocabulary) so the generator can load it."""
-    from tokenizers import Tokenizer
-    from transformers import AutoModelForCausalLM
-
+    """With the packaged MiniLM's WordPiece vocabulary."""
     from kb_platform.models.registry import text_encoder_path
 
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = Tokenizer.from_file(str(text_encoder_path() / "tokenizer.json"))
-    config = load_config("tiny-llama")
-    config.vocab_size = tokenizer.get_vocab_size()
-    config.bos_token_id = config.pad_token_id = tokenizer.token_to_id("[PAD]")
-    config.eos_token_id = tokenizer.token_to_id("[SEP]")
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return folder
+    tokenizer = text_encoder_path() / "tokenizer.json"
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer, "[SEP]", "[PAD]")
 
 
 @pytest.fixture(scope="module")

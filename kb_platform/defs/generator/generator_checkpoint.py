@@ -19,6 +19,7 @@ from dagster._core.instance import DagsterInstance
 
 from kb_platform.defs.latest_materialization import latest_metadata
 from kb_platform.resources.generator_training import GeneratorTrainingResource
+from kb_platform.resources.training_cluster import TrainingClusterResource
 from kb_platform.training.generator_data import all_chunks, document_texts, write_token_splits
 from kb_platform.training.generator_promotion import perplexity, weights_version
 
@@ -38,6 +39,7 @@ def generator_checkpoint(
     text_chunks: Any,
     generator_training: GeneratorTrainingResource,
     pipes_subprocess_client: PipesSubprocessClient,
+    training_cluster: TrainingClusterResource,
 ) -> MaterializeResult:
     """Continued pre-training (next-token loss on the corpus's own text) rather than training
     on question/answer pairs: the knowledge base holds no instruction data, and pairs made here
@@ -47,17 +49,25 @@ def generator_checkpoint(
     answer with "According to [") and is checked by the promotion gate's citation precision.
 
     Documents are rebuilt from their chunks (overlaps removed) and split by document, as
-    CLIP's pairs are (``is_held_out``): no held-out document is trained on."""
+    CLIP's pairs are (``is_held_out``): no held-out document is trained on.
+
+    With ``launch_on_cluster`` the run is a Kubernetes Job of ``training_cluster``'s nodes and
+    GPUs instead of ``torchrun`` beside this process; the source model is then staged onto the
+    shared volume (``root_dir``) first, where the pods can read it."""
     texts = document_texts(all_chunks(text_chunks))
+    on_cluster = generator_training.launch_on_cluster
     source = generator_training.source_model()
+    if on_cluster:
+        source = generator_training.staged(source)
+    ranks = training_cluster.world_size if on_cluster else generator_training.ranks
     run_dir = generator_training.root / "runs" / context.run.run_id
     splits = write_token_splits(texts, source, generator_training.seq_len, run_dir / "tokens")
-    needed = generator_training.batch_size * generator_training.ranks
+    needed = generator_training.batch_size * ranks
     if splits.train_blocks < needed:
         raise Failure(
             f"{splits.train_blocks} training blocks of {generator_training.seq_len} tokens are "
             f"fewer than one batch ({generator_training.batch_size} per rank x "
-            f"{generator_training.ranks} ranks); process more documents first",
+            f"{ranks} ranks); process more documents first",
             allow_retries=False,
         )
     if splits.held_out_blocks == 0:
@@ -73,13 +83,16 @@ def generator_checkpoint(
         splits.train_blocks,
         splits.train_docs,
         splits.held_out_docs,
-        generator_training.ranks,
+        ranks,
     )
-    result = pipes_subprocess_client.run(
-        command=config.launch_command(generator_training.ranks),
-        context=context,
-        extras={"run_dir": str(run_dir)},
-    ).get_materialize_result()
+    extras = {"run_dir": str(run_dir)}
+    if on_cluster:
+        launched = training_cluster.run(context=context, config=config, extras=extras)
+    else:
+        launched = pipes_subprocess_client.run(
+            command=config.launch_command(ranks), context=context, extras=extras
+        )
+    result = launched.get_materialize_result()
     # Both models are measured once, here, on the same blocks; the gate reads the numbers.
     limit = generator_training.eval_blocks
     candidate = perplexity(config.export_dir, splits.held_out_dir, limit)
