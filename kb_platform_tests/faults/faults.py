@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +13,11 @@ from confluent_kafka.admin import NewPartitions
 from dagster import DagsterInstance
 from elasticsearch import Elasticsearch
 
-from kb_platform.config import REPO_ROOT
 from kb_platform.contracts import Modality
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.serving.launcher import ServiceProcess
 from kb_platform_tests.faults.deployment import Deployment
+from kb_platform_tests.local_services import local_service
 from kb_platform_tests.ports import free_port
 
 FILLER = ".disk-full-filler"
@@ -38,11 +37,6 @@ class Matrix:
     blob_dir: Path
     encoder: ServiceProcess
     crash_marker: str
-
-
-def service(name: str, action: str) -> None:
-    script = REPO_ROOT / "deploy" / "local" / name / f"{name}.sh"
-    subprocess.run(["bash", str(script), action], check=True, capture_output=True, timeout=300)
 
 
 @dataclass(frozen=True)
@@ -145,7 +139,7 @@ def _blue_removed(m: Matrix) -> None:
 
 
 def _restart(name: str) -> tuple[Callable[[Matrix], None], Callable[[Matrix], None]]:
-    return (lambda _: service(name, "down")), (lambda _: service(name, "up"))
+    return (lambda _: local_service(name, "down")), (lambda _: local_service(name, "up"))
 
 
 FAULTS = [

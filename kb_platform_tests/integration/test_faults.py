@@ -5,7 +5,6 @@ started again by their own scripts."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -23,7 +22,6 @@ from dagster import (
     materialize,
 )
 
-from kb_platform.config import REPO_ROOT
 from kb_platform.contracts import Modality
 from kb_platform.definitions import build_definitions
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
@@ -41,12 +39,8 @@ from kb_platform_tests.integration.kafka_helpers import (
     message,
     produce,
 )
+from kb_platform_tests.local_services import local_service
 from kb_platform_tests.ports import free_port
-
-
-def _service(name: str, action: str) -> None:
-    script = REPO_ROOT / "deploy" / "local" / name / f"{name}.sh"
-    subprocess.run(["bash", str(script), action], check=True, capture_output=True, timeout=180)
 
 
 @pytest.fixture
@@ -55,7 +49,7 @@ def restart_after() -> threading.Thread:
     started: list[tuple[str, threading.Thread]] = []
 
     def schedule(name: str, delay_s: float) -> threading.Thread:
-        thread = threading.Thread(target=lambda: (time.sleep(delay_s), _service(name, "up")))
+        thread = threading.Thread(target=lambda: (time.sleep(delay_s), local_service(name, "up")))
         thread.start()
         started.append((name, thread))
         return thread
@@ -63,7 +57,7 @@ def restart_after() -> threading.Thread:
     yield schedule
     for name, thread in started:
         thread.join()
-        _service(name, "up")
+        local_service(name, "up")
 
 
 def test_elasticsearch_outage_heals_within_step_retries(
@@ -90,7 +84,7 @@ def test_elasticsearch_outage_heals_within_step_retries(
     assert healthy.success  # everything up to the index is stored
 
     # Now the indexing step alone, with Elasticsearch down until well into its retries.
-    _service("elasticsearch", "down")
+    local_service("elasticsearch", "down")
     restart_after("elasticsearch", 8)
     result = materialize(
         list(defs.assets),
@@ -122,7 +116,7 @@ def test_broker_down_fails_the_tick_without_losing_the_cursor(
         first = kafka_ingest_sensor(context)
     assert [r.run_key for r in first.run_requests] == [f"{topic}:0:0"]
 
-    _service("kafka", "down")
+    local_service("kafka", "down")
     started = time.monotonic()
     with (
         pytest.raises(KafkaException),
