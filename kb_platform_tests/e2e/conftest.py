@@ -20,7 +20,7 @@ from kb_platform.resources.kafka import KafkaResource
 PORT = os.environ.get("KB_E2E_DAGSTER_PORT", "3111")  # another for a second checkout
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e_kafka(kafka: KafkaResource) -> KafkaResource:
     """Topics and consumer group of the e2e instance only: its sensors never see other tests'
     messages (or a developer's demo topics)."""
@@ -29,7 +29,7 @@ def e2e_kafka(kafka: KafkaResource) -> KafkaResource:
     return scoped
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dagster_env(
     tmp_path_factory: pytest.TempPathFactory, es: Elasticsearch, e2e_kafka: KafkaResource
 ) -> Iterator[dict[str, str]]:

@@ -39,7 +39,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(outcome.row())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def blob_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A tmpfs of its own, so "disk full" is a real ENOSPC (needs root, as CI runs)."""
     path = tmp_path_factory.mktemp("blobs")
@@ -54,7 +54,7 @@ def blob_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def matrix(
     tmp_path_factory: pytest.TempPathFactory,
     postgres_service: None,

@@ -15,12 +15,12 @@ from kb_platform_tests.ports import free_port
 from kb_platform_tests.serving.encoder_stack import LIMITS, TOKEN, promote_untrained_clip
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def served_clip(tmp_path_factory: pytest.TempPathFactory) -> Promoted:
     return promote_untrained_clip(tmp_path_factory.mktemp("clip"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def encoder_service(
     tmp_path_factory: pytest.TempPathFactory, served_clip: Promoted
 ) -> Iterator[ServiceProcess]:
@@ -41,7 +41,7 @@ def encoder_service(
         yield service
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def encoder_client(encoder_service: ServiceProcess) -> Iterator[EncoderClient]:
     client = EncoderClient(encoder_service.url, TOKEN)
     yield client
