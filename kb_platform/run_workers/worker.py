@@ -20,6 +20,8 @@ import time
 from importlib import import_module
 from typing import Any
 
+from kb_platform.run_workers.memory import release_freed_memory
+
 log = logging.getLogger("kb_platform.run_workers.worker")
 CANCEL_POLL_S = 2.0
 
@@ -103,12 +105,15 @@ def main() -> None:
         except Exception:  # the run's failure is in its event log; the worker goes on
             log.exception("run %s ended with an error outside its steps", order["run_id"])
         done += 1
+        before, after = release_freed_memory()
         log.info(
-            "run %s done in %.1f s (%d/%d)",
+            "run %s done in %.1f s (%d/%d); resident %d MiB, %d after returning freed memory",
             order["run_id"],
             time.monotonic() - started,
             done,
             args.max_runs,
+            before >> 20,
+            after >> 20,
         )
         if done >= args.max_runs:
             break

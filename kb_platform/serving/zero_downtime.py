@@ -267,6 +267,8 @@ class Ingestion:
     # worker imports the code location and loads the models: fewer leave the cores to the
     # instances being restarted
     run_workers: int | None = None
+    # runs a worker serves before the launcher replaces it; None: dagster.yaml's
+    max_runs_per_worker: int | None = None
     follow_timeout_s: float = 420.0
     produced_at: float = 0.0
     settled_at: float = 0.0
@@ -281,8 +283,8 @@ class Ingestion:
         """Starts `dagster dev` (deploy/local/dagster/dagster.sh up) without waiting for it."""
         from kb_platform.local_stack import DAGSTER_SCRIPT
 
-        if self.run_workers is not None:
-            self._write_instance_config(self.run_workers)
+        if self.run_workers is not None or self.max_runs_per_worker is not None:
+            self._write_instance_config()
         self._up = subprocess.Popen(
             ["bash", str(DAGSTER_SCRIPT), "up"],
             env=self.env,
@@ -291,16 +293,19 @@ class Ingestion:
             text=True,
         )
 
-    def _write_instance_config(self, workers: int) -> None:
-        """dagster.yaml with ``workers`` run workers, in DAGSTER_HOME (dagster.sh links the
+    def _write_instance_config(self) -> None:
+        """dagster.yaml with this ingestion's run workers, in DAGSTER_HOME (dagster.sh links the
         repository's only when there is none)."""
         import yaml
 
         from kb_platform.config import REPO_ROOT
 
         config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
-        config["run_launcher"]["config"]["workers"] = workers
-        config["run_coordinator"]["config"]["max_concurrent_runs"] = workers
+        if self.run_workers is not None:
+            config["run_launcher"]["config"]["workers"] = self.run_workers
+            config["run_coordinator"]["config"]["max_concurrent_runs"] = self.run_workers
+        if self.max_runs_per_worker is not None:
+            config["run_launcher"]["config"]["max_runs_per_worker"] = self.max_runs_per_worker
         home = Path(self.env["DAGSTER_HOME"])
         home.mkdir(parents=True, exist_ok=True)
         (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -1,6 +1,7 @@
 """Under the real daemon, runs execute on the warm run workers of ``WarmRunLauncher``
 (dagster.yaml): a worker serves run after run, a terminated run is canceled by its worker,
-which then serves the next run (the kill of a worker mid-step is in test_daemon_reliability)."""
+which then serves the next run, and a worker hands back the memory a run freed (the kill of a
+worker mid-step is in test_daemon_reliability)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,17 @@ def test_runs_execute_on_warm_workers_that_serve_many_runs(
             assert is_running(identity)  # the worker outlives its run
             assert "kb_platform.run_workers.worker" in " ".join(psutil.Process(pid).cmdline())
         assert len(set(identities)) < len(identities)
+        # after each run its worker trims the C heap (kb_platform/run_workers/memory.py) and
+        # says so in the instance's log, where the workers' output goes
+        log = Path(dagster_env["KB_LOCAL_DIR"]) / "dagster" / "logs" / "dagster.log"
+
+        def trimmed() -> set[str] | None:
+            found = set(
+                re.findall(r"run (\S+) done in .* after returning freed memory", log.read_text())
+            )
+            return found if {r.run_id for r in runs} <= found else None
+
+        eventually(trimmed, 30, "every worker to return its run's freed memory")
 
 
 def test_a_terminated_run_is_canceled_and_its_worker_goes_on(
