@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     timeout_audio_s: float = 120.0
     # the ingest sensor stops reading while this many runs wait in the queue (backpressure)
     max_queued_runs: int = 8
+    # a failed document run nothing settled this long after it ended (its code location gone,
+    # its retry never made) is adopted by the ingest lease holder (adopt_orphaned_runs)
+    orphaned_run_grace_s: float = 60.0
     # Kubernetes resources of a document's run pod, per modality (K8sRunLauncher), as JSON:
     # KB_RUN_RESOURCES='{"document": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": ...}}'
     run_resources: dict[Modality, RunPodResources] = Field(default_factory=dict)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 import sqlalchemy as db
-from dagster import DagsterInstance
+from dagster import DagsterInstance, SensorEvaluationContext
 from dagster._core.storage.runs.schema import KeyValueStoreTable
 
 LEASE_KEY = "kb/ingest-lease"
@@ -76,3 +76,17 @@ def _held(instance: DagsterInstance) -> Lease:
 def current(instance: DagsterInstance) -> Lease | None:
     raw = instance.run_storage.get_cursor_values({LEASE_KEY}).get(LEASE_KEY)
     return Lease.from_json(raw) if raw else None
+
+
+def holder_of(context: SensorEvaluationContext) -> str:
+    """The lease holder name of the code location a sensor evaluates in."""
+    origin = context.code_location_origin
+    return origin.location_name if origin is not None else "in-process"
+
+
+def holds(instance: DagsterInstance, holder: str, now: float | None = None) -> bool:
+    """Whether ``holder`` holds the lease now (without taking or renewing it): the sensors that
+    act for every location (orphaned runs, dead-letter replays) act only in the reading one."""
+    lease = current(instance)
+    now = time.time() if now is None else now
+    return lease is not None and lease.holder == holder and lease.until > now

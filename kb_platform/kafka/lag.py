@@ -18,8 +18,6 @@ from kb_platform.kafka import ledger
 from kb_platform.kafka.ingest_reader import fetch_message, topic_partitions
 from kb_platform.kafka.ledger import SETTLED
 
-MAX_SCAN = 5000  # offsets looked at per partition
-
 
 @dataclass(frozen=True)
 class Waiting:
@@ -43,7 +41,7 @@ def oldest_unsettled(
         _, high = consumer.get_watermark_offsets(tp, timeout=10)
         start = max(tp.offset, 0)
         read_until = ledger.read_position(instance, tp.topic, tp.partition)
-        scan = range(start, min(high, start + MAX_SCAN))
+        scan = range(start, min(high, start + ledger.MAX_SCAN))
         states = ledger.classify(instance, tp.topic, tp.partition, scan, read_until)
         offset = next((o for o in scan if states[o] not in SETTLED), None)
         if offset is not None:

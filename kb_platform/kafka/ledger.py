@@ -31,6 +31,7 @@ class MessageState(StrEnum):
 
 SETTLED = {MessageState.INDEXED, MessageState.DEAD_LETTERED, MessageState.PARKED}
 _FINAL_FAILURE = {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+MAX_SCAN = 5000  # offsets looked at per partition by one commit, lag or orphan scan
 _TAG_CHUNK = 500  # tag values per runs query (SQLite's bound-parameter limit is far above)
 
 

@@ -32,6 +32,9 @@ class ProcessingResource(ConfigurableResource):
     # The ingest sensor reads new messages only while fewer runs than this wait in the run
     # queue: a backlog waits on Kafka (where consumer lag counts it), not as queued runs.
     max_queued_runs: int
+    # How long a failed run may wait for its own location's dead letter or Dagster's retry
+    # before the ingest lease holder adopts it (kb_platform/kafka/orphaned_runs.py).
+    orphaned_run_grace_s: float = 60.0
     # Per modality, the run pod's requests and limits where runs are Kubernetes Jobs
     # (K8sRunLauncher reads them from the run's ``dagster-k8s/config`` tag).
     # ({modality: {"requests": {...}, "limits": {...}}}, checked by Settings.run_resources)

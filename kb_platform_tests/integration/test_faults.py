@@ -26,7 +26,7 @@ from kb_platform.contracts import Modality
 from kb_platform.definitions import build_definitions
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
 from kb_platform.defs.ingestion.partitions import documents_partitions
-from kb_platform.defs.reliability.dead_letter_sensor import OUTAGE_RETRY_TAG
+from kb_platform.defs.reliability.failed_runs import OUTAGE_RETRY_TAG
 from kb_platform.encoder_service.client import EncoderClient
 from kb_platform.kafka.dead_letters import headers_dict
 from kb_platform.kafka.ledger import MessageState, classify

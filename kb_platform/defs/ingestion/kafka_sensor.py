@@ -79,11 +79,6 @@ def source_tags(
     }
 
 
-def _location_of(context: SensorEvaluationContext) -> str:
-    origin = context.code_location_origin
-    return origin.location_name if origin is not None else "in-process"
-
-
 @sensor(
     job_name=JOB_NAME,
     default_status=DefaultSensorStatus.RUNNING,
@@ -96,7 +91,7 @@ def kafka_ingest_sensor(
     blob_store: BlobStore,
     processing: ProcessingResource,
 ) -> SensorResult | SkipReason:
-    holder = _location_of(context)
+    holder = ingest_lease.holder_of(context)
     lease = ingest_lease.acquire(context.instance, holder)
     if lease.holder != holder:
         return SkipReason(

@@ -12,8 +12,6 @@ from kb_platform.kafka import ledger
 from kb_platform.kafka.ingest_reader import topic_partitions
 from kb_platform.resources.kafka import KafkaResource
 
-MAX_SCAN = 5000  # offsets looked at per partition and tick
-
 
 @sensor(
     minimum_interval_seconds=30,
@@ -29,7 +27,7 @@ def commit_settled_offsets(context: SensorEvaluationContext, kafka: KafkaResourc
         for tp in committed:
             start = max(tp.offset, 0)
             read_until = ledger.read_position(context.instance, tp.topic, tp.partition)
-            scan = range(start, min(read_until, start + MAX_SCAN))
+            scan = range(start, min(read_until, start + ledger.MAX_SCAN))
             states = ledger.classify(context.instance, tp.topic, tp.partition, scan, read_until)
             target = ledger.committable(start, states)
             if target > start:
