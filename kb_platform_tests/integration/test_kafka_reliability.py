@@ -8,15 +8,13 @@ import time
 from pathlib import Path
 
 from confluent_kafka import TopicPartition
-from dagster import (
-    DagsterInstance,
-    build_sensor_context,
-)
+from dagster import DagsterInstance, SkipReason, build_sensor_context, job, op
 
 from kb_platform.contracts import Modality
 from kb_platform.defs.ingestion.kafka_sensor import kafka_ingest_sensor
 from kb_platform.defs.reliability.dlq_replay_sensor import MAX_ATTEMPTS, dlq_replay, replay_delay_s
 from kb_platform.defs.reliability.offset_commit_sensor import commit_settled_offsets
+from kb_platform.kafka import ingest_lease
 from kb_platform.kafka.audit import audit
 from kb_platform.kafka.audit_trail import Event, trail
 from kb_platform.kafka.dead_letters import DeadLetter, headers_dict
@@ -118,6 +116,10 @@ def test_dead_letters_are_replayed_with_backoff_then_parked(stack) -> None:
         )
     assert producer.flush(30) == 0
 
+    ingest_lease.acquire(instance, "blue")  # another code location reads: it replays
+    with build_sensor_context(instance=instance, resources={"kafka": kafka}) as context:
+        assert isinstance(dlq_replay(context), SkipReason)
+    ingest_lease.acquire(instance, "in-process", now=time.time() + ingest_lease.DEFAULT_TTL_S + 1)
     with build_sensor_context(instance=instance, resources={"kafka": kafka}) as context:
         result = dlq_replay(context)
     (request,) = result.run_requests
@@ -139,3 +141,25 @@ def test_dead_letters_are_replayed_with_backoff_then_parked(stack) -> None:
     assert [(r.event, r.detail) for r in parked] == [
         (Event.PARKED, f"after {MAX_ATTEMPTS} attempts")
     ]
+
+    # The replay ran. A location that reads the letters again from its own, older cursor (the
+    # other side of a blue/green switch once the lease passes to it) replays and parks nothing
+    # twice.
+    replay_run.execute_in_process(instance=instance, tags=request.tags)
+    with build_sensor_context(instance=instance, resources={"kafka": kafka}) as context:
+        again = dlq_replay(context)
+    assert again.run_requests == []
+    consumer = kafka.consumer("audit-reader-2", **READER_CONFIG)
+    assert len(trail(consumer, kafka.topics().audit, "a" * 16)) == 1
+    assert len(trail(consumer, kafka.topics().audit, "b" * 16)) == 1
+    consumer.close()
+
+
+@op
+def replayed() -> None:
+    pass
+
+
+@job
+def replay_run() -> None:
+    replayed()

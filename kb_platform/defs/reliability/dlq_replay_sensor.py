@@ -2,16 +2,27 @@
 after ``max_attempts`` they are parked (settled, counted by the audit) instead.
 
 Only ``dlq.<modality>.processing`` is replayed: what is in ``dlq.general`` could not even be
-parsed, and trying it again cannot help.
+parsed, and trying it again cannot help. Only the code location holding the ingest lease
+replays (during a blue/green switch both run this sensor, each with its own cursor), and a
+letter whose replay run or parking exists already, made by either, is passed over.
 """
 
 import time
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
+from dagster import (
+    DagsterInstance,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
 
 from kb_platform.contracts import Modality
 from kb_platform.defs.ingestion.kafka_sensor import source_tags
-from kb_platform.kafka import audit_trail, ledger
+from kb_platform.kafka import audit_trail, ingest_lease, ledger
 from kb_platform.kafka.audit_trail import AuditRecord, Event
 from kb_platform.kafka.dead_letters import headers_dict
 from kb_platform.kafka.ingest_reader import (
@@ -37,13 +48,25 @@ def replay_delay_s(attempts: int, base_s: float = BASE_DELAY_S) -> float:
     return min(base_s * 2 ** max(attempts - 1, 0), MAX_DELAY_S)
 
 
+def handled(instance: DagsterInstance, source: str, attempts: int) -> bool:
+    """Whether the letter of ``source``'s ``attempts``-th failure was replayed or parked already
+    (by this code location before its cursor was lost, or by another one)."""
+    if ledger.markers(instance, [source]).get(source) is MessageState.PARKED:
+        return True
+    replay = RunsFilter(tags={"kb/source": source, "kb/attempt": str(attempts + 1)})
+    return bool(instance.get_runs(replay, limit=1))
+
+
 @sensor(
     job_name=JOB,
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description="Replays dead-lettered documents with backoff; parks them after the last try.",
 )
-def dlq_replay(context: SensorEvaluationContext, kafka: KafkaResource) -> SensorResult:
+def dlq_replay(context: SensorEvaluationContext, kafka: KafkaResource) -> SensorResult | SkipReason:
+    holder = ingest_lease.holder_of(context)
+    if not ingest_lease.holds(context.instance, holder):
+        return SkipReason(f"{holder} does not hold the ingest lease: the holder replays")
     topics = kafka.topics()
     cursor = IngestCursor.from_json(context.cursor)
     consumer = kafka.consumer(f"{kafka.consumer_group}-replay", **READER_CONFIG)
@@ -70,6 +93,8 @@ def dlq_replay(context: SensorEvaluationContext, kafka: KafkaResource) -> Sensor
         request_id = valid_request_id(headers.get("request-id")) or ""
         if not doc_id:
             pass  # refused at intake: the same content would be refused again; stays dead-lettered
+        elif handled(context.instance, source, attempts):
+            pass
         elif attempts >= MAX_ATTEMPTS:
             parked.append(source)
             trail.append(
