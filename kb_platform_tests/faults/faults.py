@@ -179,7 +179,12 @@ FAULTS = [
         "blue/green: two locations read",
         _green_alongside_blue,
         _blue_removed,
-        hold_s=45,  # runs the daemon restart killed are retried while blue still serves them
+        # The runs the daemon restart killed are retried in blue's location while blue serves
+        # them. On a loaded machine run monitoring can find one dead only after blue is gone:
+        # once the daemon has seen blue's server go, that retry cannot be made (Dagster tags the
+        # run dagster/will_retry=false) and green, holding the lease, adopts it
+        # (adopt_orphaned_runs; the table's "adopted" column counts them).
+        hold_s=45,
         documents=40,  # ~30 s of them after blue is gone: green's sensor takes them over
         locations=frozenset({"kb_platform", "green"}),
     ),

@@ -15,6 +15,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from elasticsearch import Elasticsearch
 
 from kb_platform.contracts import compute_doc_id
+from kb_platform.defs.reliability.failed_runs import ADOPTED_FROM_TAG
 from kb_platform.kafka import ledger
 from kb_platform.kafka.lag import oldest_unsettled
 from kb_platform.kafka.ledger import MessageState, source_key
@@ -168,6 +169,7 @@ class Outcome:
     lost: int
     duplicated_chunks: int
     reprocessed: int  # messages with more than one successful run
+    adopted: int  # failed runs nobody settled that adopt_orphaned_runs requested again
     recovery_s: float
     detail: tuple[str, ...] = ()  # the runs of reprocessed messages, for a failing assertion
 
@@ -175,14 +177,14 @@ class Outcome:
         return (
             f"{self.fault:<34} {self.produced:>8} {self.indexed:>7} {self.dead_lettered:>5} "
             f"{self.lost:>4} {self.duplicated_chunks:>10} {self.reprocessed:>11} "
-            f"{self.recovery_s:>10.1f}"
+            f"{self.adopted:>7} {self.recovery_s:>10.1f}"
         )
 
     @staticmethod
     def header() -> str:
         return (
             f"{'fault':<34} {'produced':>8} {'indexed':>7} {'dlq':>5} {'lost':>4} "
-            f"{'dup chunks':>10} {'reprocessed':>11} {'recovery s':>10}"
+            f"{'dup chunks':>10} {'reprocessed':>11} {'adopted':>7} {'recovery s':>10}"
         )
 
 
@@ -233,6 +235,7 @@ def outcome(
         lost=stream.count - len(in_index) - len(dead),
         duplicated_chunks=len(found["aggregations"]["dups"]["buckets"]),
         reprocessed=len(twice),
+        adopted=sum(ADOPTED_FROM_TAG in r.tags for r in runs),
         recovery_s=recovery_s,
         detail=detail,
     )
