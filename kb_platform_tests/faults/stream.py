@@ -180,6 +180,10 @@ class Outcome:
             f"{self.adopted:>7} {self.recovery_s:>10.1f}"
         )
 
+    def report(self) -> str:
+        """The row and the runs behind it, whole (pytest shortens a long repr in an assertion)."""
+        return "\n".join([self.header(), self.row(), *self.detail])
+
     @staticmethod
     def header() -> str:
         return (

@@ -57,11 +57,11 @@ def test_no_message_is_lost_or_duplicated_and_ingestion_recovers(
     recovery_s = wait_settled(matrix.instance, matrix.kafka, stream, RECOVERY_LIMIT_S)
     result = outcome(fault.name, matrix.instance, matrix.es, matrix.alias, stream, recovery_s)
     OUTCOMES.append(result)
-    assert result.lost == 0, result
-    assert result.duplicated_chunks == 0, result
-    assert result.reprocessed == 0, result
-    assert result.dead_lettered == fault.expect_dead_letters, result
-    assert result.recovery_s < RECOVERY_LIMIT_S, result
+    assert result.lost == 0, result.report()
+    assert result.duplicated_chunks == 0, result.report()
+    assert result.reprocessed == 0, result.report()
+    assert result.dead_lettered == fault.expect_dead_letters, result.report()
+    assert result.recovery_s < RECOVERY_LIMIT_S, result.report()
     if fault.locations is not None:
         launched_by = {
             r.remote_job_origin.location_name for r in runs_of(matrix.instance, stream.sent)

@@ -103,6 +103,11 @@ def test_dead_letters_are_replayed_with_backoff_then_parked(stack) -> None:
             7200,
         ),
         (DeadLetter(b"k", b"{}", topic, 0, 12, "TooLarge", "big", attempts=1), 7200),
+        # due, but its message was indexed after the letter was written (a retry made after all)
+        (
+            DeadLetter(b"k", b"{}", topic, 0, 14, "RunFailure", "", doc_id="d" * 16, attempts=1),
+            7200,
+        ),
         (DeadLetter(b"k", b"{}", topic, 0, 13, "Corrupt", "bad", doc_id="c" * 16, attempts=2), 10),
     ]
     producer = kafka.producer()
@@ -116,6 +121,7 @@ def test_dead_letters_are_replayed_with_backoff_then_parked(stack) -> None:
         )
     assert producer.flush(30) == 0
 
+    replay_run.execute_in_process(instance=instance, tags={"kb/source": f"{topic}:0:14"})
     ingest_lease.acquire(instance, "blue")  # another code location reads: it replays
     with build_sensor_context(instance=instance, resources={"kafka": kafka}) as context:
         assert isinstance(dlq_replay(context), SkipReason)
@@ -125,7 +131,7 @@ def test_dead_letters_are_replayed_with_backoff_then_parked(stack) -> None:
     (request,) = result.run_requests
     assert request.partition_key == "a" * 16
     assert request.tags["kb/attempt"] == "2" and request.run_key == f"replay:{topic}:0:10:2"
-    assert json.loads(result.cursor)["next_offsets"] == {f"{dlq}:0": 3}  # waits at offset 3
+    assert json.loads(result.cursor)["next_offsets"] == {f"{dlq}:0": 4}  # waits at offset 4
     assert markers(instance, [f"{topic}:0:11", f"{topic}:0:12"]) == {
         f"{topic}:0:11": MessageState.PARKED
     }

@@ -1,7 +1,9 @@
 """Failed runs that nothing settles are adopted by the ingest lease holder (adopt_orphaned_runs):
 a failure whose own location's sensor never ran (the location was removed) is dead-lettered,
 one whose retry could not be made is requested again, once, and neither is touched before its
-grace has passed or by a location that does not hold the lease. Real broker, real runs."""
+grace has passed or by a location that does not hold the lease. A failure the run-failure
+sensor reads before Dagster has tagged whether it retries it is left to that retry. Real broker,
+real runs."""
 
 from __future__ import annotations
 
@@ -149,3 +151,39 @@ def test_a_failure_whose_retry_was_never_made_is_requested_again_once(
         # The failure sensor, evaluating the old failure late, leaves the adopted message alone.
         assert failure_sensor_on(instance, failed, kafka) is None
         assert drain(kafka, kafka.topics().dlq(Modality.TEXT), expected=1) == []
+
+
+def test_a_failure_read_before_dagster_tagged_its_retry_is_left_to_the_retry(
+    stack, corpus_dir: Path, tmp_path: Path
+) -> None:
+    """Dagster stores a run's failure, then tags ``dagster/will_retry``: a restarted daemon's
+    failure sensor once read a killed run in between, dead-lettered it, and the retry and the
+    letter's replay both indexed the document. Here the failure is written through a view of
+    the instance without run retries (so it has no such tag, as for that moment) and read
+    through one with them, as the daemon reads it."""
+    _, defs, kafka = stack
+    home = tmp_path / "instance"
+    home.mkdir()
+    no_retries = {"run_retries": {"enabled": False}}
+    with DagsterInstance.local_temp(str(home), overrides=no_retries) as writer:
+        request = ingest_one(writer, defs, kafka, corpus_dir)
+        failed = FAILING.resolve_job_def("process_documents").execute_in_process(
+            instance=writer,
+            partition_key=request.partition_key,
+            tags={**request.tags, "dagster/retry_on_asset_or_op_failure": "true"},
+            raise_on_error=False,
+        )
+    topic, dlq = kafka.topics().ingest(Modality.TEXT), kafka.topics().dlq(Modality.TEXT)
+    retries = {"run_retries": {"enabled": True, "max_retries": 2}}
+    with DagsterInstance.local_temp(str(home), overrides=retries) as instance:
+        assert "dagster/will_retry" not in instance.get_run_by_id(failed.run_id).tags
+        assert failure_sensor_on(instance, failed, kafka) is None
+        assert drain(kafka, dlq, expected=1) == []
+        assert classify(instance, topic, 0, range(1), 1) == {0: MessageState.IN_FLIGHT}
+
+    # Where Dagster would not retry it, the same failure is final and dead-lettered.
+    with DagsterInstance.local_temp(str(home), overrides=no_retries) as instance:
+        assert failure_sensor_on(instance, failed, kafka) is None
+        (letter,) = drain(kafka, dlq, expected=1)
+        assert headers_dict(letter.headers())["run-id"] == failed.run_id
+        assert classify(instance, topic, 0, range(1), 1) == {0: MessageState.DEAD_LETTERED}

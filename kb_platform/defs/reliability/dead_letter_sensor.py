@@ -15,6 +15,7 @@ from kb_platform.defs.reliability.failed_runs import (
     dead_letter,
     is_document_run,
     request_after_outage,
+    retry_pending,
     superseded,
 )
 from kb_platform.kafka.ledger import SETTLED_RUN_TAG
@@ -39,8 +40,10 @@ def dead_letter_on_failure(
     run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
     if not is_document_run(run):
         return None
-    if run.tags.get("dagster/will_retry") == "true" or run.tags.get(SETTLED_RUN_TAG) == "true":
-        return None  # another attempt follows, or this failure was dead-lettered already
+    if run.tags.get(SETTLED_RUN_TAG) == "true":
+        return None  # dead-lettered already
+    if retry_pending(context.instance, run):
+        return None  # Dagster retries it (if it cannot, adopt_orphaned_runs settles it)
     if superseded(context.instance, run):
         return None  # adopted meanwhile: its document has a newer run
     if failed_for_an_outage(context.instance, run.run_id):

@@ -4,13 +4,15 @@ after ``max_attempts`` they are parked (settled, counted by the audit) instead.
 Only ``dlq.<modality>.processing`` is replayed: what is in ``dlq.general`` could not even be
 parsed, and trying it again cannot help. Only the code location holding the ingest lease
 replays (during a blue/green switch both run this sensor, each with its own cursor), and a
-letter whose replay run or parking exists already, made by either, is passed over.
+letter whose replay run or parking exists already, made by either, or whose message has been
+indexed since, is passed over.
 """
 
 import time
 
 from dagster import (
     DagsterInstance,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
     RunsFilter,
@@ -50,11 +52,14 @@ def replay_delay_s(attempts: int, base_s: float = BASE_DELAY_S) -> float:
 
 def handled(instance: DagsterInstance, source: str, attempts: int) -> bool:
     """Whether the letter of ``source``'s ``attempts``-th failure was replayed or parked already
-    (by this code location before its cursor was lost, or by another one)."""
+    (by this code location before its cursor was lost, or by another one), or its message has
+    been indexed since it was written (a retry that was made after all): a replay then would
+    only process the document twice."""
     if ledger.markers(instance, [source]).get(source) is MessageState.PARKED:
         return True
     replay = RunsFilter(tags={"kb/source": source, "kb/attempt": str(attempts + 1)})
-    return bool(instance.get_runs(replay, limit=1))
+    indexed = RunsFilter(tags={"kb/source": source}, statuses=[DagsterRunStatus.SUCCESS])
+    return bool(instance.get_runs(replay, limit=1) or instance.get_runs(indexed, limit=1))
 
 
 @sensor(

@@ -9,6 +9,8 @@ import logging
 from datetime import UTC, datetime
 
 from dagster import DagsterInstance, DagsterRun, RunRequest, RunsFilter
+from dagster._core.events import RunFailureReason
+from dagster._core.execution.retries import auto_reexecution_should_retry_run
 
 from kb_platform.contracts import Modality
 from kb_platform.kafka import audit_trail, ledger
@@ -35,6 +37,27 @@ def is_document_run(run: DagsterRun) -> bool:
 def attempts_of(run: DagsterRun) -> int:
     """Attempts at the run's message so far, this run included (replays and Dagster's retries)."""
     return int(run.tags.get("kb/attempt", "1")) + int(run.tags.get("dagster/retry_number", "0"))
+
+
+def retries_remain(instance: DagsterInstance, run: DagsterRun) -> bool:
+    """Whether Dagster's run retries (dagster.yaml ``run_retries``) would retry this failure."""
+    if not instance.run_retries_enabled:
+        return False
+    reason = run.tags.get("dagster/failure_reason")
+    return auto_reexecution_should_retry_run(
+        instance, run, RunFailureReason(reason) if reason else None
+    )
+
+
+def retry_pending(instance: DagsterInstance, run: DagsterRun) -> bool:
+    """Whether Dagster's retry daemon is to retry this failed run. Dagster stores a run's
+    failure first and tags ``dagster/will_retry`` a moment later: a sensor that reads the
+    failure in between (a restarted daemon's sensors and its run monitoring start together)
+    decides as Dagster is about to, instead of taking the failure as final."""
+    will_retry = run.tags.get("dagster/will_retry")
+    if will_retry is not None:
+        return will_retry == "true"
+    return retries_remain(instance, run)
 
 
 def superseded(instance: DagsterInstance, run: DagsterRun) -> bool:

@@ -8,7 +8,6 @@ switch one location acts, and the other takes over once the lease passes to it.
 """
 
 from dagster import (
-    DagsterRun,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -16,29 +15,18 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.events import RunFailureReason
-from dagster._core.execution.retries import auto_reexecution_should_retry_run
 
 from kb_platform.defs.reliability.failed_runs import (
     dead_letter,
     request_adopted,
     request_after_outage,
+    retries_remain,
 )
 from kb_platform.kafka import ingest_lease
 from kb_platform.kafka.orphaned_runs import orphaned_runs
 from kb_platform.resources.kafka import KafkaResource
 from kb_platform.resources.processing import ProcessingResource
 from kb_platform.runs import JOB, failed_for_an_outage
-
-
-def retries_remain(context: SensorEvaluationContext, run: DagsterRun) -> bool:
-    """Whether Dagster's run retries (dagster.yaml ``run_retries``) would retry this failure."""
-    if not context.instance.run_retries_enabled:
-        return False
-    reason = run.tags.get("dagster/failure_reason")
-    return auto_reexecution_should_retry_run(
-        context.instance, run, RunFailureReason(reason) if reason else None
-    )
 
 
 @sensor(
@@ -67,7 +55,7 @@ def adopt_orphaned_runs(
     for run in runs:
         if failed_for_an_outage(context.instance, run.run_id):
             requests.append(request_after_outage(run, context.log))
-        elif retries_remain(context, run):
+        elif retries_remain(context.instance, run):
             requests.append(request_adopted(run, context.log))
         else:
             dead_letter(context.instance, kafka, run, context.log)
